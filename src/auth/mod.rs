@@ -1,0 +1,11 @@
+//! Proving who a caller is: passwords, tokens, cookies, CSRF, rate limits.
+pub mod client_ip;
+pub mod cookies;
+pub mod csrf;
+pub mod jwt;
+pub mod password;
+pub mod rate_limit;
+pub mod session;
+
+pub use client_ip::ClientIp;
+pub use session::{CurrentUser, Via};

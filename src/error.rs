@@ -1,0 +1,393 @@
+//! `ApiError`: the one error type of every handler, its stable codes and its problem+json body.
+
+use std::{collections::BTreeMap, time::Duration};
+
+use actix_web::{
+    error::{JsonPayloadError, PathError, QueryPayloadError},
+    http::{
+        header::{self, HeaderValue},
+        StatusCode,
+    },
+    HttpRequest, HttpResponse, ResponseError,
+};
+use serde::Serialize;
+use utoipa::ToSchema;
+
+use crate::{domain::FieldErrors, store::StoreError};
+
+/// Everything a request can fail with. Each variant has exactly one code, status and title.
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    #[error("validation failed")]
+    Validation(FieldErrors),
+    #[error("email taken")]
+    EmailTaken,
+    #[error("invalid credentials")]
+    InvalidCredentials,
+    #[error("unauthenticated")]
+    Unauthenticated,
+    #[error("re-authentication required")]
+    ReauthRequired,
+    #[error("csrf check failed")]
+    CsrfFailed,
+    #[error("origin forbidden")]
+    OriginForbidden,
+    #[error("not found")]
+    NotFound,
+    #[error("unknown provider")]
+    UnknownProvider,
+    #[error("method not allowed")]
+    MethodNotAllowed,
+    #[error("payload too large")]
+    PayloadTooLarge,
+    #[error("unsupported media type")]
+    UnsupportedMediaType,
+    #[error("rate limited")]
+    RateLimited { retry_after: Duration },
+    #[error("store unavailable")]
+    StoreUnavailable,
+    #[error("internal error: {0:#}")]
+    Internal(anyhow::Error),
+}
+
+/// Code, HTTP status and title of one kind of error.
+pub struct ErrorKind {
+    pub code: &'static str,
+    pub status: StatusCode,
+    pub title: &'static str,
+}
+
+const fn kind(code: &'static str, status: StatusCode, title: &'static str) -> ErrorKind {
+    ErrorKind {
+        code,
+        status,
+        title,
+    }
+}
+
+impl ApiError {
+    pub fn kind(&self) -> ErrorKind {
+        use StatusCode as S;
+        match self {
+            Self::Validation(_) => kind(
+                "validation_failed",
+                S::BAD_REQUEST,
+                "The request is not valid",
+            ),
+            Self::EmailTaken => kind(
+                "email_taken",
+                S::CONFLICT,
+                "An account with this email already exists",
+            ),
+            Self::InvalidCredentials => kind(
+                "invalid_credentials",
+                S::UNAUTHORIZED,
+                "Invalid email or password",
+            ),
+            Self::Unauthenticated => kind("unauthenticated", S::UNAUTHORIZED, "Sign-in required"),
+            Self::ReauthRequired => kind(
+                "reauth_required",
+                S::UNAUTHORIZED,
+                "Recent sign-in required",
+            ),
+            Self::CsrfFailed => kind("csrf_failed", S::FORBIDDEN, "CSRF check failed"),
+            Self::OriginForbidden => kind("origin_forbidden", S::FORBIDDEN, "Origin not allowed"),
+            Self::NotFound => kind("not_found", S::NOT_FOUND, "Not found"),
+            Self::UnknownProvider => kind("unknown_provider", S::NOT_FOUND, "Unknown provider"),
+            Self::MethodNotAllowed => kind(
+                "method_not_allowed",
+                S::METHOD_NOT_ALLOWED,
+                "Method not allowed",
+            ),
+            Self::PayloadTooLarge => kind(
+                "payload_too_large",
+                S::PAYLOAD_TOO_LARGE,
+                "Request body too large",
+            ),
+            Self::UnsupportedMediaType => kind(
+                "unsupported_media_type",
+                S::UNSUPPORTED_MEDIA_TYPE,
+                "Unsupported media type",
+            ),
+            Self::RateLimited { .. } => {
+                kind("rate_limited", S::TOO_MANY_REQUESTS, "Too many requests")
+            }
+            Self::StoreUnavailable => kind(
+                "store_unavailable",
+                S::SERVICE_UNAVAILABLE,
+                "Database unavailable",
+            ),
+            Self::Internal(_) => kind(
+                "internal",
+                S::INTERNAL_SERVER_ERROR,
+                "Internal server error",
+            ),
+        }
+    }
+
+    /// Wraps an unexpected failure; its cause goes to the log, never to the client.
+    pub fn internal(cause: impl Into<anyhow::Error>) -> Self {
+        Self::Internal(cause.into())
+    }
+
+    /// A 400 naming one field.
+    pub fn field(field: &str, message: &str) -> Self {
+        Self::Validation(crate::domain::FieldError::new(field, message).into())
+    }
+
+    fn detail(&self) -> String {
+        match self {
+            Self::Validation(_) => "One or more fields are invalid; see errors.".into(),
+            Self::EmailTaken => "Sign in instead, or use another email address.".into(),
+            Self::InvalidCredentials => "The email or password is wrong.".into(),
+            Self::Unauthenticated => {
+                "Send the session cookie or an Authorization: Bearer token that is valid.".into()
+            }
+            Self::ReauthRequired => {
+                "This action needs a sign-in within the last 10 minutes; sign in again.".into()
+            }
+            Self::CsrfFailed => {
+                "Cookie-authenticated writes need the X-CSRF-Token header from GET /api/auth/csrf."
+                    .into()
+            }
+            Self::OriginForbidden => "Requests from this origin are not allowed.".into(),
+            Self::NotFound => "No such resource.".into(),
+            Self::UnknownProvider => "No such provider is known or enabled.".into(),
+            Self::MethodNotAllowed => "This resource does not support that method.".into(),
+            Self::PayloadTooLarge => {
+                "The request body is larger than this endpoint accepts.".into()
+            }
+            Self::UnsupportedMediaType => "Send the body as application/json.".into(),
+            Self::RateLimited { retry_after } => {
+                format!(
+                    "Too many attempts; retry in {} seconds.",
+                    retry_secs(*retry_after)
+                )
+            }
+            Self::StoreUnavailable => "The database did not answer in time; retry shortly.".into(),
+            Self::Internal(_) => "Something went wrong on our side.".into(),
+        }
+    }
+}
+
+fn retry_secs(d: Duration) -> u64 {
+    d.as_secs() + u64::from(d.subsec_nanos() > 0)
+}
+
+/// An RFC 9457 problem document.
+#[derive(Debug, Serialize, ToSchema)]
+#[schema(example = json!({
+    "type": "urn:authvault:problem:validation_failed",
+    "title": "The request is not valid",
+    "status": 400,
+    "code": "validation_failed",
+    "detail": "One or more fields are invalid; see errors.",
+    "errors": {"email": ["must be a valid email address"]}
+}))]
+pub struct Problem {
+    /// `urn:authvault:problem:{code}`.
+    #[serde(rename = "type")]
+    pub type_: String,
+    pub title: String,
+    pub status: u16,
+    /// Stable machine-readable code; see the list in the API description.
+    pub code: String,
+    pub detail: String,
+    /// Field name to messages, on `validation_failed` only.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub errors: Option<BTreeMap<String, Vec<String>>>,
+}
+
+impl From<&ApiError> for Problem {
+    fn from(error: &ApiError) -> Self {
+        let kind = error.kind();
+        Self {
+            type_: format!("urn:authvault:problem:{}", kind.code),
+            title: kind.title.into(),
+            status: kind.status.as_u16(),
+            code: kind.code.into(),
+            detail: error.detail(),
+            errors: match error {
+                ApiError::Validation(errors) => Some(errors.clone().into_map()),
+                _ => None,
+            },
+        }
+    }
+}
+
+impl ResponseError for ApiError {
+    fn status_code(&self) -> StatusCode {
+        self.kind().status
+    }
+
+    fn error_response(&self) -> HttpResponse {
+        if let Self::Internal(cause) = self {
+            log::error!("internal error: {cause:#}");
+        }
+        let mut res = HttpResponse::build(self.status_code());
+        match self {
+            Self::RateLimited { retry_after } => {
+                res.insert_header((header::RETRY_AFTER, retry_secs(*retry_after).to_string()));
+            }
+            Self::Unauthenticated | Self::InvalidCredentials | Self::ReauthRequired => {
+                res.insert_header((header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer")));
+            }
+            _ => {}
+        }
+        res.insert_header((header::CACHE_CONTROL, HeaderValue::from_static("no-store")));
+        res.content_type("application/problem+json")
+            .json(Problem::from(self))
+    }
+}
+
+impl From<StoreError> for ApiError {
+    fn from(error: StoreError) -> Self {
+        match error {
+            StoreError::Unavailable(cause) => {
+                log::warn!("store unavailable: {cause:#}");
+                Self::StoreUnavailable
+            }
+            StoreError::NotFound => Self::NotFound,
+            StoreError::Conflict => Self::internal(anyhow::anyhow!("unexpected store conflict")),
+            StoreError::Other(cause) => Self::Internal(cause),
+        }
+    }
+}
+
+impl From<crate::domain::FieldError> for ApiError {
+    fn from(error: crate::domain::FieldError) -> Self {
+        Self::Validation(error.into())
+    }
+}
+
+impl From<FieldErrors> for ApiError {
+    fn from(errors: FieldErrors) -> Self {
+        Self::Validation(errors)
+    }
+}
+
+/// Every stable error code, for the OpenAPI description.
+pub const ALL_CODES: &[&str] = &[
+    "validation_failed",
+    "email_taken",
+    "invalid_credentials",
+    "unauthenticated",
+    "reauth_required",
+    "csrf_failed",
+    "origin_forbidden",
+    "not_found",
+    "unknown_provider",
+    "method_not_allowed",
+    "payload_too_large",
+    "unsupported_media_type",
+    "rate_limited",
+    "store_unavailable",
+    "internal",
+];
+
+/// Turns a body that is not JSON, does not fit, or has unknown fields into problem+json.
+pub fn json_error_handler(err: JsonPayloadError, _req: &HttpRequest) -> actix_web::Error {
+    let api = match &err {
+        JsonPayloadError::OverflowKnownLength { .. } | JsonPayloadError::Overflow { .. } => {
+            ApiError::PayloadTooLarge
+        }
+        JsonPayloadError::ContentType => ApiError::UnsupportedMediaType,
+        JsonPayloadError::Deserialize(e) => ApiError::field("body", &describe_json_error(e)),
+        JsonPayloadError::Payload(actix_web::error::PayloadError::Overflow) => {
+            ApiError::PayloadTooLarge
+        }
+        _ => ApiError::field("body", "could not be read"),
+    };
+    api.into()
+}
+
+/// A serde message without the input echoed back (it may hold a password).
+fn describe_json_error(e: &serde_json::Error) -> String {
+    use serde_json::error::Category;
+    match e.classify() {
+        Category::Syntax | Category::Eof => {
+            format!(
+                "is not valid JSON (line {}, column {})",
+                e.line(),
+                e.column()
+            )
+        }
+        Category::Data => {
+            let msg = e.to_string();
+            // serde's data errors name fields and types, never values, except `invalid value:
+            // string "..."`, whose quoted input we drop.
+            let msg = msg.split(" at line ").next().unwrap_or("has invalid data");
+            if msg.contains("invalid value") || msg.contains("invalid type: string") {
+                "has a value of the wrong type or form".into()
+            } else {
+                msg.to_owned()
+            }
+        }
+        Category::Io => "could not be read".into(),
+    }
+}
+
+/// Malformed path parameters.
+pub fn path_error_handler(_err: PathError, _req: &HttpRequest) -> actix_web::Error {
+    ApiError::NotFound.into()
+}
+
+/// Malformed query strings.
+pub fn query_error_handler(err: QueryPayloadError, _req: &HttpRequest) -> actix_web::Error {
+    let message = match err {
+        QueryPayloadError::Deserialize(e) => e.to_string(),
+        _ => "could not be read".into(),
+    };
+    ApiError::field("query", &message).into()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_variant_code_is_listed() {
+        let samples = [
+            ApiError::Validation(FieldErrors::new()),
+            ApiError::EmailTaken,
+            ApiError::InvalidCredentials,
+            ApiError::Unauthenticated,
+            ApiError::ReauthRequired,
+            ApiError::CsrfFailed,
+            ApiError::OriginForbidden,
+            ApiError::NotFound,
+            ApiError::UnknownProvider,
+            ApiError::MethodNotAllowed,
+            ApiError::PayloadTooLarge,
+            ApiError::UnsupportedMediaType,
+            ApiError::RateLimited {
+                retry_after: Duration::from_millis(1500),
+            },
+            ApiError::StoreUnavailable,
+            ApiError::internal(anyhow::anyhow!("x")),
+        ];
+        for e in &samples {
+            assert!(
+                ALL_CODES.contains(&e.kind().code),
+                "{} missing",
+                e.kind().code
+            );
+        }
+        assert_eq!(samples.len(), ALL_CODES.len());
+    }
+
+    #[test]
+    fn an_internal_cause_never_reaches_the_body() {
+        let e = ApiError::internal(anyhow::anyhow!("connection string mongodb://u:p@h"));
+        let p = Problem::from(&e);
+        let body = serde_json::to_string(&p).unwrap();
+        assert!(!body.contains("mongodb"));
+        assert_eq!(p.code, "internal");
+    }
+
+    #[test]
+    fn retry_after_rounds_up() {
+        assert_eq!(retry_secs(Duration::from_millis(1500)), 2);
+        assert_eq!(retry_secs(Duration::from_secs(3)), 3);
+    }
+}

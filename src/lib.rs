@@ -1,0 +1,14 @@
+//! authvault: a headless JSON authentication and key-vault REST API.
+#![warn(clippy::unwrap_used, clippy::expect_used, clippy::panic, clippy::todo)]
+
+pub mod auth;
+pub mod clock;
+pub mod config;
+pub mod dev_secrets;
+pub mod domain;
+pub mod error;
+pub mod openapi;
+pub mod random;
+pub mod routes;
+pub mod startup;
+pub mod store;

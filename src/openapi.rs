@@ -1,0 +1,95 @@
+//! The OpenAPI 3.1 document, generated from the handlers' annotations.
+
+use utoipa::{
+    openapi::{
+        security::{ApiKey, ApiKeyValue, HttpAuthScheme, HttpBuilder, SecurityScheme},
+        ObjectBuilder, Type,
+    },
+    Modify, OpenApi,
+};
+
+use crate::{error, routes};
+
+#[derive(OpenApi)]
+#[openapi(
+    info(
+        title = "authvault",
+        description = "Headless JSON authentication and key-vault API.\n\n\
+            Errors are `application/problem+json` (RFC 9457) with a stable `code`; see the \
+            `ErrorCode` schema for every code. A signed-in caller sends either the session cookie \
+            or `Authorization: Bearer <accessToken>`. Cookie-authenticated writes (POST, PUT, \
+            PATCH, DELETE) must also send `X-CSRF-Token` with the token from `GET /api/auth/csrf`.",
+        license(name = "MIT"),
+    ),
+    paths(
+        routes::auth::signup,
+        routes::auth::signin,
+        routes::auth::session,
+        routes::auth::signout,
+        routes::auth::csrf,
+        routes::auth::providers,
+        routes::user::get_user,
+        routes::user::update_user,
+        routes::user::delete_user,
+        routes::user::change_password,
+        routes::health::healthz,
+        routes::health::readyz,
+        routes::docs::openapi_json,
+    ),
+    components(schemas(error::Problem, routes::UserBody)),
+    modifiers(&Security, &ErrorCodes),
+    tags(
+        (name = "auth", description = "Sign-up, sign-in, sessions"),
+        (name = "user", description = "The signed-in user's account"),
+        (name = "health", description = "Liveness and readiness"),
+        (name = "docs", description = "This document"),
+    )
+)]
+pub struct ApiDoc;
+
+struct Security;
+
+impl Modify for Security {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        let components = openapi.components.get_or_insert_with(Default::default);
+        components.add_security_scheme(
+            "bearer",
+            SecurityScheme::Http(
+                HttpBuilder::new()
+                    .scheme(HttpAuthScheme::Bearer)
+                    .bearer_format("JWT")
+                    .description(Some("The `session.accessToken` from sign-up or sign-in."))
+                    .build(),
+            ),
+        );
+        components.add_security_scheme(
+            "cookie",
+            SecurityScheme::ApiKey(ApiKey::Cookie(ApiKeyValue::with_description(
+                "__Host-authvault.session",
+                "The session cookie (`authvault.session` when Secure cookies are off). Writes \
+                 also need the `X-CSRF-Token` header from `GET /api/auth/csrf`.",
+            ))),
+        );
+    }
+}
+
+struct ErrorCodes;
+
+impl Modify for ErrorCodes {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        let components = openapi.components.get_or_insert_with(Default::default);
+        let schema = ObjectBuilder::new()
+            .schema_type(Type::String)
+            .description(Some("Every stable `code` a problem document can carry."))
+            .enum_values(Some(error::ALL_CODES.iter().copied()))
+            .build();
+        components.schemas.insert("ErrorCode".into(), schema.into());
+    }
+}
+
+/// The document as pretty JSON, as committed in `openapi/openapi.json`.
+pub fn document_json() -> String {
+    ApiDoc::openapi()
+        .to_pretty_json()
+        .unwrap_or_else(|e| format!("{{\"error\": \"{e}\"}}"))
+}

@@ -1,0 +1,365 @@
+//! `/api/auth/*`: sign-up, sign-in, the session, sign-out, CSRF tokens, providers.
+
+use std::collections::BTreeMap;
+
+use actix_web::{http::StatusCode, web, HttpRequest, HttpResponse};
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+use uuid::Uuid;
+
+use super::{
+    json::{ApiJson, OptionalJson},
+    resource, UserBody,
+};
+use crate::{
+    auth::{ClientIp, CurrentUser},
+    clock::{self, rfc3339},
+    domain::{Email, FieldErrors, Password, User, UserId, UserName},
+    error::ApiError,
+    startup::AppState,
+    store::{NewUser, SessionRecord, StoreError},
+};
+
+pub fn configure(cfg: &mut web::ServiceConfig) {
+    cfg.service(resource("/api/auth/signup").route(web::post().to(signup)))
+        .service(resource("/api/auth/signin").route(web::post().to(signin)))
+        .service(resource("/api/auth/session").route(web::get().to(session)))
+        .service(resource("/api/auth/signout").route(web::post().to(signout)))
+        .service(resource("/api/auth/csrf").route(web::get().to(csrf)))
+        .service(resource("/api/auth/providers").route(web::get().to(providers)));
+}
+
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+#[schema(example = json!({"name": "Ada Lovelace", "email": "ada@example.com", "password": "correct horse battery"}))]
+pub struct SignupRequest {
+    /// 1-100 characters after trimming.
+    #[schema(min_length = 1, max_length = 100)]
+    pub name: String,
+    /// Trimmed and lower-cased; at most 254 characters.
+    #[schema(format = Email, max_length = 254)]
+    pub email: String,
+    /// At least 8 characters and at most 72 bytes of UTF-8.
+    #[schema(min_length = 8, max_length = 72, format = Password)]
+    pub password: String,
+}
+
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+#[schema(example = json!({"email": "ada@example.com", "password": "correct horse battery"}))]
+pub struct SigninRequest {
+    #[schema(format = Email)]
+    pub email: String,
+    #[schema(format = Password)]
+    pub password: String,
+}
+
+#[derive(Deserialize, Default, ToSchema)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct SignoutRequest {
+    /// Also revoke every other token of the user.
+    #[serde(default)]
+    pub everywhere: Option<bool>,
+}
+
+/// An access token and when it expires.
+#[derive(Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+#[schema(example = json!({
+    "accessToken": "eyJhbGciOiJIUzI1NiIsInR5cCI6IkpXVCJ9...",
+    "tokenType": "Bearer",
+    "expiresAt": "2026-11-25T16:16:03Z",
+    "expiresIn": 3600
+}))]
+pub struct SessionBody {
+    pub access_token: String,
+    /// Always `Bearer`.
+    #[schema(example = "Bearer")]
+    pub token_type: &'static str,
+    #[schema(format = DateTime)]
+    pub expires_at: String,
+    /// Seconds until `expiresAt`.
+    pub expires_in: u64,
+}
+
+/// A signed-in user and their new session.
+#[derive(Serialize, ToSchema)]
+pub struct AuthResponse {
+    pub user: UserBody,
+    pub session: SessionBody,
+}
+
+/// The current session.
+#[derive(Serialize, ToSchema)]
+pub struct SessionInfo {
+    pub user: UserBody,
+    /// When the access token expires.
+    #[schema(format = DateTime)]
+    pub expires: String,
+}
+
+/// A CSRF token to send back in `X-CSRF-Token`.
+#[derive(Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct CsrfBody {
+    pub csrf_token: String,
+}
+
+/// One enabled way to sign in.
+#[derive(Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ProviderInfo {
+    #[schema(example = "credentials")]
+    pub id: &'static str,
+    #[schema(example = "Email and password")]
+    pub name: &'static str,
+    /// `credentials` or `oauth`.
+    #[serde(rename = "type")]
+    #[schema(example = "credentials")]
+    pub type_: &'static str,
+    #[schema(format = "uri")]
+    pub signin_url: String,
+    /// Where the provider sends the browser back; `null` for credentials.
+    #[schema(format = "uri")]
+    pub callback_url: Option<String>,
+}
+
+/// Creates a session record for `user` and answers with the token in body and cookie.
+pub(crate) async fn start_session(
+    state: &AppState,
+    req: &HttpRequest,
+    ip: ClientIp,
+    user: &User,
+    status: StatusCode,
+) -> Result<HttpResponse, ApiError> {
+    let now = clock::now();
+    let user_agent = req
+        .headers()
+        .get(actix_web::http::header::USER_AGENT)
+        .and_then(|v| v.to_str().ok())
+        .map(|ua| ua.chars().take(256).collect());
+    let record = SessionRecord {
+        id: Uuid::new_v4(),
+        user_id: user.id,
+        created_at: now,
+        last_used_at: now,
+        expires_at: now + state.jwt.ttl(),
+        auth_time: now,
+        user_agent,
+        ip: Some(ip.0.to_string()),
+    };
+    state.store.create_session(&record).await?;
+    let issued = state.jwt.issue(user, &record, now)?;
+    let cookie = state
+        .cookies
+        .session(issued.token.clone(), issued.expires_in);
+    Ok(HttpResponse::build(status)
+        .cookie(cookie)
+        .json(AuthResponse {
+            user: UserBody::from(user),
+            session: SessionBody {
+                access_token: issued.token,
+                token_type: "Bearer",
+                expires_at: rfc3339(issued.expires_at),
+                expires_in: issued.expires_in,
+            },
+        }))
+}
+
+/// Create an account and sign in.
+#[utoipa::path(post, path = "/api/auth/signup", tag = "auth",
+    request_body = SignupRequest,
+    responses(
+        (status = 201, description = "Account created and signed in; the session cookie is set",
+            body = AuthResponse, headers(("Set-Cookie" = String, description = "The session cookie"))),
+        (status = 400, description = "`validation_failed`", body = crate::error::Problem, content_type = "application/problem+json"),
+        (status = 409, description = "`email_taken`", body = crate::error::Problem, content_type = "application/problem+json"),
+        (status = 413, description = "`payload_too_large`", body = crate::error::Problem, content_type = "application/problem+json"),
+        (status = 415, description = "`unsupported_media_type`", body = crate::error::Problem, content_type = "application/problem+json"),
+        (status = 429, description = "`rate_limited`", body = crate::error::Problem, content_type = "application/problem+json",
+            headers(("Retry-After" = u64, description = "Seconds to wait"))),
+        (status = 503, description = "`store_unavailable`", body = crate::error::Problem, content_type = "application/problem+json"),
+    ))]
+pub async fn signup(
+    state: web::Data<AppState>,
+    req: HttpRequest,
+    ApiJson(body): ApiJson<SignupRequest>,
+) -> Result<HttpResponse, ApiError> {
+    let ip = ClientIp::resolve(&req, &state.settings.trusted_proxies);
+    state.limiter.credential_request(ip).await?;
+
+    let mut errors = FieldErrors::new();
+    let name = errors.take(UserName::parse(&body.name));
+    let email = errors.take(Email::parse(&body.email));
+    let password = errors.take(Password::parse(&body.password, "password"));
+    let (Some(name), Some(email), Some(password)) = (name, email, password) else {
+        return Err(errors.into());
+    };
+
+    let password_hash = state.hasher.hash(&password).await?;
+    let new_user = NewUser {
+        id: UserId::new(),
+        name,
+        email,
+        image: None,
+        password_hash: Some(password_hash),
+        created_at: clock::now(),
+    };
+    // The unique index decides: no read-before-write race.
+    let user = match state.store.create_user(new_user).await {
+        Err(StoreError::Conflict) => return Err(ApiError::EmailTaken),
+        other => other?,
+    };
+    log::info!("user {} signed up", user.id);
+    start_session(&state, &req, ip, &user, StatusCode::CREATED).await
+}
+
+/// Sign in with email and password.
+#[utoipa::path(post, path = "/api/auth/signin", tag = "auth",
+    request_body = SigninRequest,
+    responses(
+        (status = 200, description = "Signed in; the session cookie is set", body = AuthResponse,
+            headers(("Set-Cookie" = String, description = "The session cookie"))),
+        (status = 400, description = "`validation_failed`", body = crate::error::Problem, content_type = "application/problem+json"),
+        (status = 401, description = "`invalid_credentials`: unknown email, wrong password, or an account without a password",
+            body = crate::error::Problem, content_type = "application/problem+json"),
+        (status = 413, description = "`payload_too_large`", body = crate::error::Problem, content_type = "application/problem+json"),
+        (status = 415, description = "`unsupported_media_type`", body = crate::error::Problem, content_type = "application/problem+json"),
+        (status = 429, description = "`rate_limited`", body = crate::error::Problem, content_type = "application/problem+json",
+            headers(("Retry-After" = u64, description = "Seconds to wait"))),
+        (status = 503, description = "`store_unavailable`", body = crate::error::Problem, content_type = "application/problem+json"),
+    ))]
+pub async fn signin(
+    state: web::Data<AppState>,
+    req: HttpRequest,
+    ApiJson(body): ApiJson<SigninRequest>,
+) -> Result<HttpResponse, ApiError> {
+    let ip = ClientIp::resolve(&req, &state.settings.trusted_proxies);
+    state.limiter.credential_request(ip).await?;
+    let email = Email::parse(&body.email)?;
+    if body.password.is_empty() {
+        return Err(ApiError::field("password", "is required"));
+    }
+    let password = Password::candidate(&body.password);
+
+    state.limiter.check_signin(&email, ip).await?;
+    let user = state.store.user_by_email(&email).await?;
+    let hash = user.as_ref().and_then(|u| u.password_hash.as_deref());
+    // Unknown emails and password-less accounts pay for one bcrypt run too.
+    let matched = state.hasher.verify(&password, hash).await?;
+    let user = match user {
+        Some(user) if matched => user,
+        _ => {
+            state.limiter.signin_failed(&email, ip).await?;
+            return Err(ApiError::InvalidCredentials);
+        }
+    };
+    state.limiter.signin_succeeded(&email, ip).await?;
+
+    if user
+        .password_hash
+        .as_deref()
+        .is_some_and(|h| state.hasher.needs_rehash(h))
+    {
+        if let Ok(password) = Password::parse(&body.password, "password") {
+            let rehashed = state.hasher.hash(&password).await?;
+            state
+                .store
+                .set_password_hash(user.id, Some(&rehashed), clock::now())
+                .await?;
+            log::info!(
+                "user {} password re-hashed at cost {}",
+                user.id,
+                state.hasher.cost()
+            );
+        }
+    }
+    log::info!("user {} signed in", user.id);
+    start_session(&state, &req, ip, &user, StatusCode::OK).await
+}
+
+/// The signed-in user and when the session expires.
+#[utoipa::path(get, path = "/api/auth/session", tag = "auth",
+    security(("bearer" = []), ("cookie" = [])),
+    responses(
+        (status = 200, description = "The current session", body = SessionInfo),
+        (status = 401, description = "`unauthenticated`", body = crate::error::Problem, content_type = "application/problem+json"),
+        (status = 503, description = "`store_unavailable`", body = crate::error::Problem, content_type = "application/problem+json"),
+    ))]
+pub async fn session(
+    state: web::Data<AppState>,
+    current: CurrentUser,
+) -> Result<HttpResponse, ApiError> {
+    let user = state
+        .store
+        .user_by_id(current.id)
+        .await?
+        .ok_or(ApiError::Unauthenticated)?;
+    Ok(HttpResponse::Ok().json(SessionInfo {
+        user: UserBody::from(&user),
+        expires: rfc3339(current.expires_at),
+    }))
+}
+
+/// Sign out: revoke this token, or with `everywhere` every token of the user.
+#[utoipa::path(post, path = "/api/auth/signout", tag = "auth",
+    security(("bearer" = []), ("cookie" = [])),
+    request_body(content = Option<SignoutRequest>, description = "Optional; an empty body signs out this session only"),
+    responses(
+        (status = 204, description = "Signed out; the session cookie is cleared",
+            headers(("Set-Cookie" = String, description = "The session cookie with Max-Age=0"))),
+        (status = 400, description = "`validation_failed`", body = crate::error::Problem, content_type = "application/problem+json"),
+        (status = 401, description = "`unauthenticated`", body = crate::error::Problem, content_type = "application/problem+json"),
+        (status = 403, description = "`csrf_failed` or `origin_forbidden`", body = crate::error::Problem, content_type = "application/problem+json"),
+        (status = 415, description = "`unsupported_media_type`", body = crate::error::Problem, content_type = "application/problem+json"),
+        (status = 503, description = "`store_unavailable`", body = crate::error::Problem, content_type = "application/problem+json"),
+    ))]
+pub async fn signout(
+    state: web::Data<AppState>,
+    current: CurrentUser,
+    OptionalJson(body): OptionalJson<SignoutRequest>,
+) -> Result<HttpResponse, ApiError> {
+    if body.everywhere.unwrap_or(false) {
+        state.store.end_user_sessions(current.id, None).await?;
+        log::info!("user {} signed out everywhere", current.id);
+    } else {
+        state.store.end_session(current.session_id).await?;
+        log::info!("user {} signed out", current.id);
+    }
+    Ok(HttpResponse::NoContent()
+        .cookie(state.cookies.clear_session())
+        .finish())
+}
+
+/// A CSRF token for cookie-authenticated writes (double-submit: body and cookie).
+#[utoipa::path(get, path = "/api/auth/csrf", tag = "auth",
+    responses((status = 200, description = "A fresh token; the CSRF cookie is set", body = CsrfBody,
+        headers(("Set-Cookie" = String, description = "The CSRF cookie")))))]
+pub async fn csrf(state: web::Data<AppState>) -> HttpResponse {
+    let token = state.csrf.issue();
+    HttpResponse::Ok()
+        .cookie(state.cookies.csrf(token.clone()))
+        .json(CsrfBody { csrf_token: token })
+}
+
+/// The enabled sign-in providers, keyed by id.
+#[utoipa::path(get, path = "/api/auth/providers", tag = "auth",
+    responses((status = 200, description = "Enabled providers keyed by id",
+        body = BTreeMap<String, ProviderInfo>,
+        example = json!({"credentials": {"id": "credentials", "name": "Email and password", "type": "credentials",
+            "signinUrl": "http://127.0.0.1:8080/api/auth/signin", "callbackUrl": null}}))))]
+pub async fn providers(state: web::Data<AppState>) -> HttpResponse {
+    let base = state.settings.public_url.as_str().trim_end_matches('/');
+    let mut map = BTreeMap::new();
+    map.insert(
+        "credentials",
+        ProviderInfo {
+            id: "credentials",
+            name: "Email and password",
+            type_: "credentials",
+            signin_url: format!("{base}/api/auth/signin"),
+            callback_url: None,
+        },
+    );
+    HttpResponse::Ok().json(map)
+}

@@ -1,0 +1,97 @@
+//! HTTP resources, one module per area of the contract, and the bodies they exchange.
+
+use actix_web::{web, HttpResponse};
+use serde::Serialize;
+use utoipa::ToSchema;
+
+use crate::{clock::rfc3339, domain::User, error::ApiError};
+
+pub mod auth;
+pub mod docs;
+pub mod health;
+pub mod json;
+pub mod user;
+
+/// Registers every route of the service.
+pub fn configure(cfg: &mut web::ServiceConfig) {
+    health::configure(cfg);
+    docs::configure(cfg);
+    auth::configure(cfg);
+    user::configure(cfg);
+}
+
+/// The answer for a method a resource does not support.
+pub async fn method_not_allowed() -> Result<HttpResponse, ApiError> {
+    Err(ApiError::MethodNotAllowed)
+}
+
+/// The answer for a path no resource serves.
+pub async fn not_found() -> Result<HttpResponse, ApiError> {
+    Err(ApiError::NotFound)
+}
+
+/// A resource at `path` whose unsupported methods answer 405 problem+json.
+pub fn resource(path: &str) -> actix_web::Resource {
+    web::resource(path).default_service(web::to(method_not_allowed))
+}
+
+/// A user as clients see it.
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+#[schema(example = json!({
+    "id": "2f0c6f5e-8d1c-4b9a-9c57-1b1f0f6a3e21",
+    "name": "Ada Lovelace",
+    "email": "ada@example.com",
+    "image": null,
+    "providers": ["credentials"],
+    "createdAt": "2026-11-25T15:16:03.123Z",
+    "updatedAt": "2026-11-25T15:16:03.123Z"
+}))]
+pub struct UserBody {
+    #[schema(format = Uuid)]
+    pub id: String,
+    pub name: String,
+    #[schema(format = Email)]
+    pub email: String,
+    #[schema(format = "uri")]
+    pub image: Option<String>,
+    /// Ways this user can sign in: `credentials` when a password is set, then linked providers.
+    #[schema(inline)]
+    pub providers: Vec<ProviderId>,
+    #[schema(format = DateTime)]
+    pub created_at: String,
+    #[schema(format = DateTime)]
+    pub updated_at: String,
+}
+
+/// A sign-in method.
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum ProviderId {
+    Credentials,
+    Github,
+    Google,
+}
+
+impl From<&User> for UserBody {
+    fn from(user: &User) -> Self {
+        use crate::domain::AuthProvider as P;
+        Self {
+            id: user.id.to_string(),
+            name: user.name.as_str().to_owned(),
+            email: user.email.as_str().to_owned(),
+            image: user.image.clone(),
+            providers: user
+                .providers()
+                .into_iter()
+                .map(|p| match p {
+                    P::Credentials => ProviderId::Credentials,
+                    P::Github => ProviderId::Github,
+                    P::Google => ProviderId::Google,
+                })
+                .collect(),
+            created_at: rfc3339(user.created_at),
+            updated_at: rfc3339(user.updated_at),
+        }
+    }
+}

@@ -1,0 +1,263 @@
+//! `/api/user`: the signed-in user's profile, password and account.
+
+use actix_web::{web, HttpResponse};
+use serde::{Deserialize, Deserializer};
+use utoipa::ToSchema;
+
+use super::{
+    json::{ApiJson, OptionalJson},
+    resource, UserBody,
+};
+use crate::{
+    auth::CurrentUser,
+    clock,
+    domain::{FieldError, FieldErrors, Password, User, UserName},
+    error::ApiError,
+    startup::AppState,
+    store::ProfileUpdate,
+};
+
+pub fn configure(cfg: &mut web::ServiceConfig) {
+    cfg.service(
+        resource("/api/user")
+            .route(web::get().to(get_user))
+            .route(web::patch().to(update_user))
+            .route(web::delete().to(delete_user)),
+    )
+    .service(resource("/api/user/password").route(web::post().to(change_password)));
+}
+
+/// Distinguishes an absent field (`None`) from an explicit `null` (`Some(None)`).
+fn double_option<'de, T, D>(de: D) -> Result<Option<Option<T>>, D::Error>
+where
+    T: Deserialize<'de>,
+    D: Deserializer<'de>,
+{
+    Option::<T>::deserialize(de).map(Some)
+}
+
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+#[schema(example = json!({"name": "Ada King", "image": "https://example.com/ada.png"}))]
+pub struct UpdateUserRequest {
+    /// 1-100 characters after trimming.
+    #[serde(default)]
+    #[schema(min_length = 1, max_length = 100)]
+    pub name: Option<String>,
+    /// An http(s) URL of at most 2048 characters; `null` removes the image.
+    #[serde(default, deserialize_with = "double_option")]
+    #[schema(value_type = Option<String>, format = "uri", max_length = 2048)]
+    pub image: Option<Option<String>>,
+}
+
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+#[schema(example = json!({"currentPassword": "correct horse battery", "newPassword": "another long passphrase"}))]
+pub struct ChangePasswordRequest {
+    /// Required when the user already has a password.
+    #[serde(default)]
+    #[schema(format = Password)]
+    pub current_password: Option<String>,
+    /// At least 8 characters and at most 72 bytes of UTF-8.
+    #[schema(min_length = 8, max_length = 72, format = Password)]
+    pub new_password: String,
+}
+
+#[derive(Deserialize, Default, ToSchema)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct DeleteUserRequest {
+    /// Required when the user has a password.
+    #[serde(default)]
+    #[schema(format = Password)]
+    pub password: Option<String>,
+}
+
+fn parse_image(raw: &str) -> Result<String, FieldError> {
+    let raw = raw.trim();
+    let ok = raw.len() <= 2048
+        && url::Url::parse(raw)
+            .map(|u| matches!(u.scheme(), "http" | "https") && u.host_str().is_some())
+            .unwrap_or(false);
+    if ok {
+        Ok(raw.to_owned())
+    } else {
+        Err(FieldError::new(
+            "image",
+            "must be an http(s) URL of at most 2048 characters",
+        ))
+    }
+}
+
+async fn load_user(state: &AppState, current: &CurrentUser) -> Result<User, ApiError> {
+    state
+        .store
+        .user_by_id(current.id)
+        .await?
+        .ok_or(ApiError::Unauthenticated)
+}
+
+/// Proves the caller may take a sensitive action: the password when the user has one,
+/// otherwise a sign-in within the last 10 minutes.
+async fn confirm_identity(
+    state: &AppState,
+    current: &CurrentUser,
+    user: &User,
+    password: Option<&str>,
+    field: &str,
+) -> Result<(), ApiError> {
+    match (&user.password_hash, password) {
+        (Some(_), None) => Err(ApiError::field(field, "is required")),
+        (Some(hash), Some(given)) => {
+            let ok = state
+                .hasher
+                .verify(&Password::candidate(given), Some(hash))
+                .await?;
+            if ok {
+                Ok(())
+            } else {
+                Err(ApiError::InvalidCredentials)
+            }
+        }
+        (None, _) if current.recently_authenticated() => Ok(()),
+        (None, _) => Err(ApiError::ReauthRequired),
+    }
+}
+
+/// The signed-in user.
+#[utoipa::path(get, path = "/api/user", tag = "user",
+    security(("bearer" = []), ("cookie" = [])),
+    responses(
+        (status = 200, description = "The signed-in user", body = UserBody),
+        (status = 401, description = "`unauthenticated`", body = crate::error::Problem, content_type = "application/problem+json"),
+        (status = 503, description = "`store_unavailable`", body = crate::error::Problem, content_type = "application/problem+json"),
+    ))]
+pub async fn get_user(
+    state: web::Data<AppState>,
+    current: CurrentUser,
+) -> Result<HttpResponse, ApiError> {
+    let user = load_user(&state, &current).await?;
+    Ok(HttpResponse::Ok().json(UserBody::from(&user)))
+}
+
+/// Change the name or image.
+#[utoipa::path(patch, path = "/api/user", tag = "user",
+    security(("bearer" = []), ("cookie" = [])),
+    request_body = UpdateUserRequest,
+    responses(
+        (status = 200, description = "The updated user", body = UserBody),
+        (status = 400, description = "`validation_failed`", body = crate::error::Problem, content_type = "application/problem+json"),
+        (status = 401, description = "`unauthenticated`", body = crate::error::Problem, content_type = "application/problem+json"),
+        (status = 403, description = "`csrf_failed` or `origin_forbidden`", body = crate::error::Problem, content_type = "application/problem+json"),
+        (status = 413, description = "`payload_too_large`", body = crate::error::Problem, content_type = "application/problem+json"),
+        (status = 415, description = "`unsupported_media_type`", body = crate::error::Problem, content_type = "application/problem+json"),
+        (status = 503, description = "`store_unavailable`", body = crate::error::Problem, content_type = "application/problem+json"),
+    ))]
+pub async fn update_user(
+    state: web::Data<AppState>,
+    current: CurrentUser,
+    ApiJson(body): ApiJson<UpdateUserRequest>,
+) -> Result<HttpResponse, ApiError> {
+    let mut errors = FieldErrors::new();
+    let name = match body.name.as_deref() {
+        Some(raw) => errors.take(UserName::parse(raw)),
+        None => None,
+    };
+    let image = match body.image {
+        Some(Some(raw)) => errors.take(parse_image(&raw)).map(|url| Some(Some(url))),
+        Some(None) => Some(None),
+        None => None,
+    };
+    errors.finish()?;
+    let update = ProfileUpdate {
+        name,
+        image: image.flatten(),
+    };
+    let user = state
+        .store
+        .update_profile(current.id, update, clock::now())
+        .await?
+        .ok_or(ApiError::Unauthenticated)?;
+    Ok(HttpResponse::Ok().json(UserBody::from(&user)))
+}
+
+/// Set or change the password; every other session of the user ends.
+#[utoipa::path(post, path = "/api/user/password", tag = "user",
+    security(("bearer" = []), ("cookie" = [])),
+    request_body = ChangePasswordRequest,
+    responses(
+        (status = 204, description = "Password changed; every other token of the user is revoked"),
+        (status = 400, description = "`validation_failed`", body = crate::error::Problem, content_type = "application/problem+json"),
+        (status = 401, description = "`unauthenticated`, `invalid_credentials` (wrong current password) or `reauth_required` (a first password needs a sign-in within 10 minutes)",
+            body = crate::error::Problem, content_type = "application/problem+json"),
+        (status = 403, description = "`csrf_failed` or `origin_forbidden`", body = crate::error::Problem, content_type = "application/problem+json"),
+        (status = 413, description = "`payload_too_large`", body = crate::error::Problem, content_type = "application/problem+json"),
+        (status = 415, description = "`unsupported_media_type`", body = crate::error::Problem, content_type = "application/problem+json"),
+        (status = 503, description = "`store_unavailable`", body = crate::error::Problem, content_type = "application/problem+json"),
+    ))]
+pub async fn change_password(
+    state: web::Data<AppState>,
+    current: CurrentUser,
+    ApiJson(body): ApiJson<ChangePasswordRequest>,
+) -> Result<HttpResponse, ApiError> {
+    let new_password = Password::parse(&body.new_password, "newPassword")?;
+    let user = load_user(&state, &current).await?;
+    confirm_identity(
+        &state,
+        &current,
+        &user,
+        body.current_password.as_deref(),
+        "currentPassword",
+    )
+    .await?;
+    let hash = state.hasher.hash(&new_password).await?;
+    if !state
+        .store
+        .set_password_hash(user.id, Some(&hash), clock::now())
+        .await?
+    {
+        return Err(ApiError::Unauthenticated);
+    }
+    let ended = state
+        .store
+        .end_user_sessions(user.id, Some(current.session_id))
+        .await?;
+    log::info!(
+        "user {} changed password; {ended} other sessions ended",
+        user.id
+    );
+    Ok(HttpResponse::NoContent().finish())
+}
+
+/// Delete the account with everything stored for it.
+#[utoipa::path(delete, path = "/api/user", tag = "user",
+    security(("bearer" = []), ("cookie" = [])),
+    request_body(content = Option<DeleteUserRequest>, description = "The password, when the user has one"),
+    responses(
+        (status = 204, description = "Account, identities, sessions and stored keys deleted; the cookie is cleared"),
+        (status = 400, description = "`validation_failed` (password missing)", body = crate::error::Problem, content_type = "application/problem+json"),
+        (status = 401, description = "`unauthenticated`, `invalid_credentials` or `reauth_required`",
+            body = crate::error::Problem, content_type = "application/problem+json"),
+        (status = 403, description = "`csrf_failed` or `origin_forbidden`", body = crate::error::Problem, content_type = "application/problem+json"),
+        (status = 415, description = "`unsupported_media_type`", body = crate::error::Problem, content_type = "application/problem+json"),
+        (status = 503, description = "`store_unavailable`", body = crate::error::Problem, content_type = "application/problem+json"),
+    ))]
+pub async fn delete_user(
+    state: web::Data<AppState>,
+    current: CurrentUser,
+    OptionalJson(body): OptionalJson<DeleteUserRequest>,
+) -> Result<HttpResponse, ApiError> {
+    let user = load_user(&state, &current).await?;
+    confirm_identity(
+        &state,
+        &current,
+        &user,
+        body.password.as_deref(),
+        "password",
+    )
+    .await?;
+    state.store.delete_user(user.id).await?;
+    log::info!("user {} deleted their account", user.id);
+    Ok(HttpResponse::NoContent()
+        .cookie(state.cookies.clear_session())
+        .finish())
+}

@@ -1,0 +1,140 @@
+//! Storage: small traits per capability, one implementation per database.
+//!
+//! Stores hold hashes and sealed blobs, never plaintext secrets. Every call is bounded by the
+//! configured store timeout and answers `StoreError::Unavailable` when the database is away.
+
+use async_trait::async_trait;
+use time::OffsetDateTime;
+use uuid::Uuid;
+
+use crate::domain::{Email, User, UserId, UserName};
+
+pub mod mongo;
+pub mod sqlite;
+
+pub use mongo::MongoStore;
+pub use sqlite::SqliteStore;
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// A unique index refused the write.
+    #[error("conflict with an existing record")]
+    Conflict,
+    #[error("record not found")]
+    NotFound,
+    /// The database did not answer within the store timeout, or is unreachable.
+    #[error("store unavailable: {0:#}")]
+    Unavailable(anyhow::Error),
+    #[error("store error: {0:#}")]
+    Other(anyhow::Error),
+}
+
+/// A user about to be created.
+pub struct NewUser {
+    pub id: UserId,
+    pub name: UserName,
+    pub email: Email,
+    pub image: Option<String>,
+    pub password_hash: Option<String>,
+    pub created_at: OffsetDateTime,
+}
+
+/// A profile change; `None` leaves the field as it is.
+#[derive(Default)]
+pub struct ProfileUpdate {
+    pub name: Option<UserName>,
+    /// `Some(None)` clears the image.
+    pub image: Option<Option<String>>,
+}
+
+/// One sign-in: the access token's `sid` names it; ending it revokes its tokens.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SessionRecord {
+    pub id: Uuid,
+    pub user_id: UserId,
+    pub created_at: OffsetDateTime,
+    pub last_used_at: OffsetDateTime,
+    pub expires_at: OffsetDateTime,
+    /// When the user last proved who they are (password or provider).
+    pub auth_time: OffsetDateTime,
+    pub user_agent: Option<String>,
+    pub ip: Option<String>,
+}
+
+/// Events recorded under one key since some moment.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct EventWindow {
+    pub count: u64,
+    pub oldest: Option<OffsetDateTime>,
+}
+
+#[async_trait]
+pub trait UserStore: Send + Sync {
+    /// Creates the user; `Conflict` when the email is taken (decided by the unique index).
+    async fn create_user(&self, user: NewUser) -> Result<User, StoreError>;
+    async fn user_by_id(&self, id: UserId) -> Result<Option<User>, StoreError>;
+    async fn user_by_email(&self, email: &Email) -> Result<Option<User>, StoreError>;
+    /// Applies the update and bumps `updatedAt`; `None` when the user is gone.
+    async fn update_profile(
+        &self,
+        id: UserId,
+        update: ProfileUpdate,
+        now: OffsetDateTime,
+    ) -> Result<Option<User>, StoreError>;
+    /// Replaces (or with `None` removes) the password hash; false when the user is gone.
+    async fn set_password_hash(
+        &self,
+        id: UserId,
+        hash: Option<&str>,
+        now: OffsetDateTime,
+    ) -> Result<bool, StoreError>;
+    /// Deletes the user with everything that belongs to them; false when already gone.
+    async fn delete_user(&self, id: UserId) -> Result<bool, StoreError>;
+}
+
+#[async_trait]
+pub trait SessionStore: Send + Sync {
+    async fn create_session(&self, session: &SessionRecord) -> Result<(), StoreError>;
+    /// The live session with this id; an expired one is reported as absent.
+    async fn session(
+        &self,
+        id: Uuid,
+        now: OffsetDateTime,
+    ) -> Result<Option<SessionRecord>, StoreError>;
+    /// Ends one session; false when there was none.
+    async fn end_session(&self, id: Uuid) -> Result<bool, StoreError>;
+    /// Ends every session of the user but `except`; returns how many ended.
+    async fn end_user_sessions(
+        &self,
+        user: UserId,
+        except: Option<Uuid>,
+    ) -> Result<u64, StoreError>;
+}
+
+#[async_trait]
+pub trait RateLimitStore: Send + Sync {
+    /// Records one event under `key` at `at`, kept (at least) until `expires_at`.
+    async fn record_event(
+        &self,
+        key: &str,
+        at: OffsetDateTime,
+        expires_at: OffsetDateTime,
+    ) -> Result<(), StoreError>;
+    /// Counts the events under `key` strictly after `since`.
+    async fn count_events(
+        &self,
+        key: &str,
+        since: OffsetDateTime,
+    ) -> Result<EventWindow, StoreError>;
+    /// Forgets every event under `key`.
+    async fn clear_events(&self, key: &str) -> Result<(), StoreError>;
+}
+
+/// Everything the service keeps, behind one object.
+#[async_trait]
+pub trait Store: UserStore + SessionStore + RateLimitStore {
+    /// Round-trips to the database; `Unavailable` when it does not answer.
+    async fn ping(&self) -> Result<(), StoreError>;
+    /// The backend's name for logs and metrics.
+    fn backend(&self) -> &'static str;
+}

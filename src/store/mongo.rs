@@ -1,0 +1,438 @@
+//! The MongoDB store: `users` as in the seed design, plus `sessions`, `accounts` and
+//! `rate_events`, with TTL indexes that only clean up (every window is computed from stored
+//! timestamps). Writes a user is told about are journaled.
+
+use std::time::Duration;
+
+use anyhow::{anyhow, Context};
+use async_trait::async_trait;
+use mongodb::{
+    bson::{doc, Bson, DateTime, Document},
+    error::{ErrorKind, WriteFailure},
+    options::{
+        Acknowledgment, ClientOptions, DatabaseOptions, IndexOptions, ReturnDocument, WriteConcern,
+    },
+    Client, Collection, Database, IndexModel,
+};
+use secrecy::{ExposeSecret, SecretString};
+use time::OffsetDateTime;
+use uuid::Uuid;
+
+use super::{
+    EventWindow, NewUser, ProfileUpdate, RateLimitStore, SessionRecord, SessionStore, Store,
+    StoreError, UserStore,
+};
+use crate::{
+    clock::{from_millis, to_millis},
+    domain::{AuthProvider, Email, User, UserId, UserName},
+};
+
+const DEFAULT_DATABASE: &str = "authvault";
+
+/// MongoDB-backed store.
+#[derive(Clone)]
+pub struct MongoStore {
+    db: Database,
+    timeout: Duration,
+}
+
+fn bdt(t: OffsetDateTime) -> DateTime {
+    DateTime::from_millis(to_millis(t))
+}
+
+fn odt(t: DateTime) -> OffsetDateTime {
+    from_millis(t.timestamp_millis())
+}
+
+fn map_error(e: mongodb::error::Error) -> StoreError {
+    match e.kind.as_ref() {
+        ErrorKind::Write(WriteFailure::WriteError(w)) if w.code == 11000 => StoreError::Conflict,
+        ErrorKind::Command(c) if c.code == 11000 => StoreError::Conflict,
+        ErrorKind::ServerSelection { .. }
+        | ErrorKind::Io(_)
+        | ErrorKind::ConnectionPoolCleared { .. }
+        | ErrorKind::DnsResolve { .. } => StoreError::Unavailable(e.into()),
+        _ => StoreError::Other(e.into()),
+    }
+}
+
+impl MongoStore {
+    /// Connects, picks the URL's database (default `authvault`) and creates the indexes.
+    pub async fn connect(url: &SecretString, timeout: Duration) -> Result<Self, StoreError> {
+        let mut options = ClientOptions::parse(url.expose_secret())
+            .await
+            .map_err(|e| StoreError::Other(anyhow!("invalid MongoDB URL: {}", e.kind)))?;
+        options.app_name = Some("authvault".into());
+        options.server_selection_timeout = Some(timeout);
+        options.connect_timeout = Some(timeout);
+        let name = options
+            .default_database
+            .clone()
+            .unwrap_or_else(|| DEFAULT_DATABASE.into());
+        let client = Client::with_options(options).map_err(map_error)?;
+        Self::with_database(&client, &name, timeout).await
+    }
+
+    /// Uses database `name` of an existing client (tests give each run its own).
+    pub async fn with_database(
+        client: &Client,
+        name: &str,
+        timeout: Duration,
+    ) -> Result<Self, StoreError> {
+        // Journaled: an acknowledged write survives a crash of the database process.
+        let concern = WriteConcern::builder()
+            .w(Acknowledgment::Nodes(1))
+            .journal(true)
+            .build();
+        let db = client.database_with_options(
+            name,
+            DatabaseOptions::builder().write_concern(concern).build(),
+        );
+        let store = Self { db, timeout };
+        store.create_indexes().await?;
+        Ok(store)
+    }
+
+    async fn create_indexes(&self) -> Result<(), StoreError> {
+        let unique = || IndexOptions::builder().unique(true).build();
+        let ttl = || {
+            IndexOptions::builder()
+                .expire_after(Duration::from_secs(0))
+                .build()
+        };
+        let index = |keys: Document, options: Option<IndexOptions>| {
+            IndexModel::builder().keys(keys).options(options).build()
+        };
+        let plan: [(&str, Vec<IndexModel>); 4] = [
+            (
+                "users",
+                vec![
+                    index(doc! {"email": 1}, Some(unique())),
+                    index(doc! {"createdAt": -1}, None),
+                ],
+            ),
+            (
+                "accounts",
+                vec![
+                    index(doc! {"provider": 1, "providerAccountId": 1}, Some(unique())),
+                    index(doc! {"userId": 1}, None),
+                ],
+            ),
+            (
+                "sessions",
+                vec![
+                    index(doc! {"userId": 1}, None),
+                    index(doc! {"expiresAt": 1}, Some(ttl())),
+                ],
+            ),
+            (
+                "rate_events",
+                vec![
+                    index(doc! {"key": 1, "at": 1}, None),
+                    index(doc! {"expiresAt": 1}, Some(ttl())),
+                ],
+            ),
+        ];
+        for (collection, models) in plan {
+            self.bounded(
+                self.db
+                    .collection::<Document>(collection)
+                    .create_indexes(models),
+            )
+            .await?;
+        }
+        Ok(())
+    }
+
+    fn users(&self) -> Collection<Document> {
+        self.db.collection("users")
+    }
+
+    fn sessions(&self) -> Collection<Document> {
+        self.db.collection("sessions")
+    }
+
+    fn accounts(&self) -> Collection<Document> {
+        self.db.collection("accounts")
+    }
+
+    fn rate_events(&self) -> Collection<Document> {
+        self.db.collection("rate_events")
+    }
+
+    /// Awaits one driver call within the store timeout.
+    async fn bounded<T>(
+        &self,
+        op: impl std::future::IntoFuture<Output = mongodb::error::Result<T>>,
+    ) -> Result<T, StoreError> {
+        match tokio::time::timeout(self.timeout, op.into_future()).await {
+            Ok(result) => result.map_err(map_error),
+            Err(_) => Err(StoreError::Unavailable(anyhow!(
+                "MongoDB did not answer within {:?}",
+                self.timeout
+            ))),
+        }
+    }
+}
+
+fn user_from_doc(d: &Document) -> Result<User, StoreError> {
+    let inner = || -> anyhow::Result<User> {
+        let id: UserId = d.get_str("_id")?.parse().context("user _id")?;
+        let email = Email::parse(d.get_str("email")?).map_err(|_| anyhow!("stored email"))?;
+        let name = UserName::parse(d.get_str("name")?).map_err(|_| anyhow!("stored name"))?;
+        let image = match d.get("image") {
+            Some(Bson::String(s)) => Some(s.clone()),
+            _ => None,
+        };
+        let password_hash = match d.get("password") {
+            Some(Bson::String(s)) => Some(s.clone()),
+            _ => None,
+        };
+        let mut linked: Vec<AuthProvider> = match d.get("providers") {
+            Some(Bson::Array(items)) => items
+                .iter()
+                .filter_map(Bson::as_str)
+                .filter_map(AuthProvider::parse)
+                .collect(),
+            _ => Vec::new(),
+        };
+        linked.sort();
+        linked.dedup();
+        Ok(User {
+            id,
+            name,
+            email,
+            image,
+            password_hash,
+            linked,
+            created_at: odt(*d.get_datetime("createdAt")?),
+            updated_at: odt(*d.get_datetime("updatedAt")?),
+        })
+    };
+    inner().map_err(|e| StoreError::Other(e.context("reading a user document")))
+}
+
+fn session_from_doc(d: &Document) -> Result<SessionRecord, StoreError> {
+    let inner = || -> anyhow::Result<SessionRecord> {
+        let text = |key: &str| match d.get(key) {
+            Some(Bson::String(s)) => Some(s.clone()),
+            _ => None,
+        };
+        Ok(SessionRecord {
+            id: d.get_str("_id")?.parse()?,
+            user_id: d.get_str("userId")?.parse()?,
+            created_at: odt(*d.get_datetime("createdAt")?),
+            last_used_at: odt(*d.get_datetime("lastUsedAt")?),
+            expires_at: odt(*d.get_datetime("expiresAt")?),
+            auth_time: odt(*d.get_datetime("authTime")?),
+            user_agent: text("userAgent"),
+            ip: text("ip"),
+        })
+    };
+    inner().map_err(|e| StoreError::Other(e.context("reading a session document")))
+}
+
+fn optional(value: Option<&str>) -> Bson {
+    value.map_or(Bson::Null, |v| Bson::String(v.to_owned()))
+}
+
+#[async_trait]
+impl UserStore for MongoStore {
+    async fn create_user(&self, user: NewUser) -> Result<User, StoreError> {
+        let at = bdt(user.created_at);
+        let document = doc! {
+            "_id": user.id.to_string(),
+            "email": user.email.as_str(),
+            "name": user.name.as_str(),
+            "image": optional(user.image.as_deref()),
+            "password": optional(user.password_hash.as_deref()),
+            "providers": [],
+            "createdAt": at,
+            "updatedAt": at,
+        };
+        self.bounded(self.users().insert_one(document)).await?;
+        Ok(User {
+            id: user.id,
+            name: user.name,
+            email: user.email,
+            image: user.image,
+            password_hash: user.password_hash,
+            linked: Vec::new(),
+            created_at: user.created_at,
+            updated_at: user.created_at,
+        })
+    }
+
+    async fn user_by_id(&self, id: UserId) -> Result<Option<User>, StoreError> {
+        let found = self
+            .bounded(self.users().find_one(doc! {"_id": id.to_string()}))
+            .await?;
+        found.as_ref().map(user_from_doc).transpose()
+    }
+
+    async fn user_by_email(&self, email: &Email) -> Result<Option<User>, StoreError> {
+        let found = self
+            .bounded(self.users().find_one(doc! {"email": email.as_str()}))
+            .await?;
+        found.as_ref().map(user_from_doc).transpose()
+    }
+
+    async fn update_profile(
+        &self,
+        id: UserId,
+        update: ProfileUpdate,
+        now: OffsetDateTime,
+    ) -> Result<Option<User>, StoreError> {
+        let mut set = doc! {"updatedAt": bdt(now)};
+        if let Some(name) = &update.name {
+            set.insert("name", name.as_str());
+        }
+        if let Some(image) = &update.image {
+            set.insert("image", optional(image.as_deref()));
+        }
+        let found = self
+            .bounded(
+                self.users()
+                    .find_one_and_update(doc! {"_id": id.to_string()}, doc! {"$set": set})
+                    .return_document(ReturnDocument::After),
+            )
+            .await?;
+        match found {
+            Some(d) => user_from_doc(&d).map(Some),
+            // The driver can answer None although the write happened: read it back.
+            None => self.user_by_id(id).await,
+        }
+    }
+
+    async fn set_password_hash(
+        &self,
+        id: UserId,
+        hash: Option<&str>,
+        now: OffsetDateTime,
+    ) -> Result<bool, StoreError> {
+        let update = doc! {"$set": {"password": optional(hash), "updatedAt": bdt(now)}};
+        let result = self
+            .bounded(
+                self.users()
+                    .update_one(doc! {"_id": id.to_string()}, update),
+            )
+            .await?;
+        Ok(result.matched_count == 1)
+    }
+
+    async fn delete_user(&self, id: UserId) -> Result<bool, StoreError> {
+        let id = id.to_string();
+        // Sessions first, so that no token outlives its user; identities last, so that a crash
+        // half-way leaves at worst an identity pointing nowhere, which sign-in ignores.
+        self.bounded(self.sessions().delete_many(doc! {"userId": &id}))
+            .await?;
+        let result = self
+            .bounded(self.users().delete_one(doc! {"_id": &id}))
+            .await?;
+        self.bounded(self.accounts().delete_many(doc! {"userId": &id}))
+            .await?;
+        Ok(result.deleted_count == 1)
+    }
+}
+
+#[async_trait]
+impl SessionStore for MongoStore {
+    async fn create_session(&self, s: &SessionRecord) -> Result<(), StoreError> {
+        let document = doc! {
+            "_id": s.id.to_string(),
+            "userId": s.user_id.to_string(),
+            "createdAt": bdt(s.created_at),
+            "lastUsedAt": bdt(s.last_used_at),
+            "expiresAt": bdt(s.expires_at),
+            "authTime": bdt(s.auth_time),
+            "userAgent": optional(s.user_agent.as_deref()),
+            "ip": optional(s.ip.as_deref()),
+        };
+        self.bounded(self.sessions().insert_one(document)).await?;
+        Ok(())
+    }
+
+    async fn session(
+        &self,
+        id: Uuid,
+        now: OffsetDateTime,
+    ) -> Result<Option<SessionRecord>, StoreError> {
+        // TTL deletion lags; the expiry check here is what counts.
+        let filter = doc! {"_id": id.to_string(), "expiresAt": {"$gt": bdt(now)}};
+        let found = self.bounded(self.sessions().find_one(filter)).await?;
+        found.as_ref().map(session_from_doc).transpose()
+    }
+
+    async fn end_session(&self, id: Uuid) -> Result<bool, StoreError> {
+        let result = self
+            .bounded(self.sessions().delete_one(doc! {"_id": id.to_string()}))
+            .await?;
+        Ok(result.deleted_count == 1)
+    }
+
+    async fn end_user_sessions(
+        &self,
+        user: UserId,
+        except: Option<Uuid>,
+    ) -> Result<u64, StoreError> {
+        let mut filter = doc! {"userId": user.to_string()};
+        if let Some(keep) = except {
+            filter.insert("_id", doc! {"$ne": keep.to_string()});
+        }
+        let result = self.bounded(self.sessions().delete_many(filter)).await?;
+        Ok(result.deleted_count)
+    }
+}
+
+#[async_trait]
+impl RateLimitStore for MongoStore {
+    async fn record_event(
+        &self,
+        key: &str,
+        at: OffsetDateTime,
+        expires_at: OffsetDateTime,
+    ) -> Result<(), StoreError> {
+        let document = doc! {"key": key, "at": bdt(at), "expiresAt": bdt(expires_at)};
+        self.bounded(self.rate_events().insert_one(document))
+            .await?;
+        Ok(())
+    }
+
+    async fn count_events(
+        &self,
+        key: &str,
+        since: OffsetDateTime,
+    ) -> Result<EventWindow, StoreError> {
+        let filter = doc! {"key": key, "at": {"$gt": bdt(since)}};
+        let count = self
+            .bounded(self.rate_events().count_documents(filter.clone()))
+            .await?;
+        if count == 0 {
+            return Ok(EventWindow::default());
+        }
+        let oldest = self
+            .bounded(self.rate_events().find_one(filter).sort(doc! {"at": 1}))
+            .await?
+            .and_then(|d| d.get_datetime("at").ok().copied())
+            .map(odt);
+        Ok(EventWindow { count, oldest })
+    }
+
+    async fn clear_events(&self, key: &str) -> Result<(), StoreError> {
+        self.bounded(self.rate_events().delete_many(doc! {"key": key}))
+            .await?;
+        Ok(())
+    }
+}
+
+#[async_trait]
+impl Store for MongoStore {
+    async fn ping(&self) -> Result<(), StoreError> {
+        self.bounded(self.db.run_command(doc! {"ping": 1})).await?;
+        Ok(())
+    }
+
+    fn backend(&self) -> &'static str {
+        "mongodb"
+    }
+}

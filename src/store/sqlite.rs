@@ -1,0 +1,459 @@
+//! The embedded store: one SQLite file in WAL mode, connections pooled, every call on the
+//! blocking pool and bounded by the store timeout.
+
+use std::{
+    path::{Path, PathBuf},
+    sync::{Arc, Mutex},
+    time::Duration,
+};
+
+use anyhow::Context;
+use async_trait::async_trait;
+use rusqlite::{params, Connection, ErrorCode, OptionalExtension, Row};
+use time::OffsetDateTime;
+use tokio::sync::Semaphore;
+use uuid::Uuid;
+
+use super::{
+    EventWindow, NewUser, ProfileUpdate, RateLimitStore, SessionRecord, SessionStore, Store,
+    StoreError, UserStore,
+};
+use crate::{
+    clock::{from_millis, to_millis},
+    domain::{AuthProvider, Email, User, UserId, UserName},
+};
+
+const MIGRATIONS: &[&str] = &[include_str!("../../migrations/sqlite/0001_init.sql")];
+const MAX_CONNECTIONS: usize = 8;
+
+/// SQLite-backed store.
+#[derive(Clone)]
+pub struct SqliteStore {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    path: PathBuf,
+    timeout: Duration,
+    idle: Mutex<Vec<Connection>>,
+    permits: Semaphore,
+}
+
+impl SqliteStore {
+    /// Opens (creating if needed) the database file and brings its schema up to date.
+    pub async fn open(path: &Path, timeout: Duration) -> Result<Self, StoreError> {
+        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            std::fs::create_dir_all(dir)
+                .with_context(|| format!("creating {}", dir.display()))
+                .map_err(StoreError::Other)?;
+        }
+        let store = Self {
+            inner: Arc::new(Inner {
+                path: path.to_owned(),
+                timeout,
+                idle: Mutex::new(Vec::new()),
+                permits: Semaphore::new(MAX_CONNECTIONS),
+            }),
+        };
+        store.run(migrate).await?;
+        Ok(store)
+    }
+
+    /// The database file.
+    pub fn path(&self) -> &Path {
+        &self.inner.path
+    }
+
+    /// Runs `f` with a pooled connection on the blocking pool, within the store timeout.
+    async fn run<T, F>(&self, f: F) -> Result<T, StoreError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&mut Connection) -> rusqlite::Result<T> + Send + 'static,
+    {
+        let inner = self.inner.clone();
+        let work = async move {
+            let _permit = inner
+                .permits
+                .acquire()
+                .await
+                .map_err(|e| StoreError::Other(e.into()))?;
+            let pool = inner.clone();
+            tokio::task::spawn_blocking(move || {
+                let mut conn = match pool.take_idle() {
+                    Some(conn) => conn,
+                    None => open_connection(&pool.path, pool.timeout).map_err(map_error)?,
+                };
+                let result = f(&mut conn).map_err(map_error);
+                pool.put_idle(conn);
+                result
+            })
+            .await
+            .map_err(|e| StoreError::Other(anyhow::anyhow!("sqlite task failed: {e}")))?
+        };
+        match tokio::time::timeout(self.inner.timeout, work).await {
+            Ok(result) => result,
+            Err(_) => Err(StoreError::Unavailable(anyhow::anyhow!(
+                "sqlite did not answer within {:?}",
+                self.inner.timeout
+            ))),
+        }
+    }
+}
+
+impl Inner {
+    fn take_idle(&self) -> Option<Connection> {
+        self.idle.lock().ok()?.pop()
+    }
+
+    fn put_idle(&self, conn: Connection) {
+        if let Ok(mut idle) = self.idle.lock() {
+            idle.push(conn);
+        }
+    }
+}
+
+fn open_connection(path: &Path, timeout: Duration) -> rusqlite::Result<Connection> {
+    let conn = Connection::open(path)?;
+    conn.busy_timeout(timeout)?;
+    // WAL lets readers run beside the writer; FULL syncs each commit so that a write the user was
+    // told about survives a crash of the process or the machine.
+    conn.pragma_update(None, "journal_mode", "WAL")?;
+    conn.pragma_update(None, "synchronous", "FULL")?;
+    conn.pragma_update(None, "foreign_keys", "ON")?;
+    Ok(conn)
+}
+
+fn migrate(conn: &mut Connection) -> rusqlite::Result<()> {
+    let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+    let version: usize = tx.query_row("PRAGMA user_version", [], |r| r.get(0))?;
+    for (i, sql) in MIGRATIONS.iter().enumerate().skip(version) {
+        tx.execute_batch(sql)?;
+        tx.pragma_update(None, "user_version", i + 1)?;
+    }
+    tx.commit()
+}
+
+fn map_error(e: rusqlite::Error) -> StoreError {
+    match e.sqlite_error_code() {
+        Some(ErrorCode::ConstraintViolation) => StoreError::Conflict,
+        Some(ErrorCode::DatabaseBusy | ErrorCode::DatabaseLocked | ErrorCode::CannotOpen) => {
+            StoreError::Unavailable(e.into())
+        }
+        _ => StoreError::Other(e.into()),
+    }
+}
+
+const USER_COLUMNS: &str = "id, email, name, image, password_hash, created_at, updated_at, \
+     (SELECT group_concat(provider) FROM identities WHERE identities.user_id = users.id)";
+
+fn user_from_row(row: &Row<'_>) -> rusqlite::Result<User> {
+    let bad = |i: usize, what: &str| {
+        rusqlite::Error::FromSqlConversionFailure(
+            i,
+            rusqlite::types::Type::Text,
+            format!("stored {what} is invalid").into(),
+        )
+    };
+    let id: String = row.get(0)?;
+    let email: String = row.get(1)?;
+    let name: String = row.get(2)?;
+    let linked: Option<String> = row.get(7)?;
+    let mut linked: Vec<AuthProvider> = linked
+        .as_deref()
+        .unwrap_or("")
+        .split(',')
+        .filter_map(AuthProvider::parse)
+        .collect();
+    linked.sort();
+    linked.dedup();
+    Ok(User {
+        id: id.parse().map_err(|_| bad(0, "user id"))?,
+        email: Email::parse(&email).map_err(|_| bad(1, "email"))?,
+        name: UserName::parse(&name).map_err(|_| bad(2, "name"))?,
+        image: row.get(3)?,
+        password_hash: row.get(4)?,
+        created_at: from_millis(row.get(5)?),
+        updated_at: from_millis(row.get(6)?),
+        linked,
+    })
+}
+
+fn user_by_id(conn: &Connection, id: &str) -> rusqlite::Result<Option<User>> {
+    conn.prepare_cached(&format!("SELECT {USER_COLUMNS} FROM users WHERE id = ?1"))?
+        .query_row([id], user_from_row)
+        .optional()
+}
+
+fn session_from_row(row: &Row<'_>) -> rusqlite::Result<SessionRecord> {
+    let bad = |i: usize| {
+        rusqlite::Error::FromSqlConversionFailure(
+            i,
+            rusqlite::types::Type::Text,
+            "stored id is invalid".into(),
+        )
+    };
+    let id: String = row.get(0)?;
+    let user_id: String = row.get(1)?;
+    Ok(SessionRecord {
+        id: id.parse().map_err(|_| bad(0))?,
+        user_id: user_id.parse().map_err(|_| bad(1))?,
+        created_at: from_millis(row.get(2)?),
+        last_used_at: from_millis(row.get(3)?),
+        expires_at: from_millis(row.get(4)?),
+        auth_time: from_millis(row.get(5)?),
+        user_agent: row.get(6)?,
+        ip: row.get(7)?,
+    })
+}
+
+#[async_trait]
+impl UserStore for SqliteStore {
+    async fn create_user(&self, user: NewUser) -> Result<User, StoreError> {
+        self.run(move |conn| {
+            let at = to_millis(user.created_at);
+            conn.prepare_cached(
+                "INSERT INTO users (id, email, name, image, password_hash, created_at, updated_at) \
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?6)",
+            )?
+            .execute(params![
+                user.id.to_string(),
+                user.email.as_str(),
+                user.name.as_str(),
+                user.image,
+                user.password_hash,
+                at
+            ])?;
+            Ok(User {
+                id: user.id,
+                name: user.name,
+                email: user.email,
+                image: user.image,
+                password_hash: user.password_hash,
+                linked: Vec::new(),
+                created_at: user.created_at,
+                updated_at: user.created_at,
+            })
+        })
+        .await
+    }
+
+    async fn user_by_id(&self, id: UserId) -> Result<Option<User>, StoreError> {
+        self.run(move |conn| user_by_id(conn, &id.to_string()))
+            .await
+    }
+
+    async fn user_by_email(&self, email: &Email) -> Result<Option<User>, StoreError> {
+        let email = email.as_str().to_owned();
+        self.run(move |conn| {
+            conn.prepare_cached(&format!(
+                "SELECT {USER_COLUMNS} FROM users WHERE email = ?1"
+            ))?
+            .query_row([email], user_from_row)
+            .optional()
+        })
+        .await
+    }
+
+    async fn update_profile(
+        &self,
+        id: UserId,
+        update: ProfileUpdate,
+        now: OffsetDateTime,
+    ) -> Result<Option<User>, StoreError> {
+        self.run(move |conn| {
+            let id = id.to_string();
+            let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+            let changed = tx.execute(
+                "UPDATE users SET \
+                   name = COALESCE(?2, name), \
+                   image = CASE WHEN ?3 THEN ?4 ELSE image END, \
+                   updated_at = ?5 \
+                 WHERE id = ?1",
+                params![
+                    id,
+                    update.name.as_ref().map(UserName::as_str),
+                    update.image.is_some(),
+                    update.image.flatten(),
+                    to_millis(now)
+                ],
+            )?;
+            let user = if changed == 1 {
+                user_by_id(&tx, &id)?
+            } else {
+                None
+            };
+            tx.commit()?;
+            Ok(user)
+        })
+        .await
+    }
+
+    async fn set_password_hash(
+        &self,
+        id: UserId,
+        hash: Option<&str>,
+        now: OffsetDateTime,
+    ) -> Result<bool, StoreError> {
+        let hash = hash.map(str::to_owned);
+        self.run(move |conn| {
+            let changed = conn
+                .prepare_cached(
+                    "UPDATE users SET password_hash = ?2, updated_at = ?3 WHERE id = ?1",
+                )?
+                .execute(params![id.to_string(), hash, to_millis(now)])?;
+            Ok(changed == 1)
+        })
+        .await
+    }
+
+    async fn delete_user(&self, id: UserId) -> Result<bool, StoreError> {
+        // Identities and sessions go with the user through ON DELETE CASCADE.
+        self.run(move |conn| {
+            let changed = conn
+                .prepare_cached("DELETE FROM users WHERE id = ?1")?
+                .execute([id.to_string()])?;
+            Ok(changed == 1)
+        })
+        .await
+    }
+}
+
+#[async_trait]
+impl SessionStore for SqliteStore {
+    async fn create_session(&self, session: &SessionRecord) -> Result<(), StoreError> {
+        let s = session.clone();
+        self.run(move |conn| {
+            conn.prepare_cached(
+                "INSERT INTO sessions (id, user_id, created_at, last_used_at, expires_at, auth_time, user_agent, ip) \
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+            )?
+            .execute(params![
+                s.id.to_string(),
+                s.user_id.to_string(),
+                to_millis(s.created_at),
+                to_millis(s.last_used_at),
+                to_millis(s.expires_at),
+                to_millis(s.auth_time),
+                s.user_agent,
+                s.ip
+            ])?;
+            // Expired rows are dead weight; sweep them as new ones arrive.
+            conn.prepare_cached("DELETE FROM sessions WHERE expires_at < ?1")?
+                .execute([to_millis(s.created_at)])?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn session(
+        &self,
+        id: Uuid,
+        now: OffsetDateTime,
+    ) -> Result<Option<SessionRecord>, StoreError> {
+        self.run(move |conn| {
+            conn.prepare_cached(
+                "SELECT id, user_id, created_at, last_used_at, expires_at, auth_time, user_agent, ip \
+                 FROM sessions WHERE id = ?1 AND expires_at > ?2",
+            )?
+            .query_row(params![id.to_string(), to_millis(now)], session_from_row)
+            .optional()
+        })
+        .await
+    }
+
+    async fn end_session(&self, id: Uuid) -> Result<bool, StoreError> {
+        self.run(move |conn| {
+            let n = conn
+                .prepare_cached("DELETE FROM sessions WHERE id = ?1")?
+                .execute([id.to_string()])?;
+            Ok(n == 1)
+        })
+        .await
+    }
+
+    async fn end_user_sessions(
+        &self,
+        user: UserId,
+        except: Option<Uuid>,
+    ) -> Result<u64, StoreError> {
+        self.run(move |conn| {
+            let n = conn
+                .prepare_cached("DELETE FROM sessions WHERE user_id = ?1 AND id IS NOT ?2")?
+                .execute(params![user.to_string(), except.map(|id| id.to_string())])?;
+            Ok(n as u64)
+        })
+        .await
+    }
+}
+
+#[async_trait]
+impl RateLimitStore for SqliteStore {
+    async fn record_event(
+        &self,
+        key: &str,
+        at: OffsetDateTime,
+        expires_at: OffsetDateTime,
+    ) -> Result<(), StoreError> {
+        let key = key.to_owned();
+        self.run(move |conn| {
+            let at = to_millis(at);
+            conn.prepare_cached(
+                "INSERT INTO rate_events (key, at, expires_at) VALUES (?1, ?2, ?3)",
+            )?
+            .execute(params![key, at, to_millis(expires_at)])?;
+            conn.prepare_cached("DELETE FROM rate_events WHERE expires_at < ?1")?
+                .execute([at])?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn count_events(
+        &self,
+        key: &str,
+        since: OffsetDateTime,
+    ) -> Result<EventWindow, StoreError> {
+        let key = key.to_owned();
+        self.run(move |conn| {
+            conn.prepare_cached(
+                "SELECT count(*), min(at) FROM rate_events WHERE key = ?1 AND at > ?2",
+            )?
+            .query_row(params![key, to_millis(since)], |row| {
+                let count: i64 = row.get(0)?;
+                let oldest: Option<i64> = row.get(1)?;
+                Ok(EventWindow {
+                    count: count as u64,
+                    oldest: oldest.map(from_millis),
+                })
+            })
+        })
+        .await
+    }
+
+    async fn clear_events(&self, key: &str) -> Result<(), StoreError> {
+        let key = key.to_owned();
+        self.run(move |conn| {
+            conn.prepare_cached("DELETE FROM rate_events WHERE key = ?1")?
+                .execute([key])?;
+            Ok(())
+        })
+        .await
+    }
+}
+
+#[async_trait]
+impl Store for SqliteStore {
+    async fn ping(&self) -> Result<(), StoreError> {
+        // A write lock proves that requests which write can proceed too.
+        self.run(|conn| {
+            let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+            tx.query_row("SELECT 1", [], |_| Ok(()))?;
+            tx.rollback()
+        })
+        .await
+    }
+
+    fn backend(&self) -> &'static str {
+        "sqlite"
+    }
+}
