@@ -205,6 +205,8 @@ pub struct Settings {
     pub reset_token_ttl: Duration,
     /// Access token lifetime (the contract's one hour).
     pub session_ttl: Duration,
+    /// HTTP worker threads; `None` is one per core. Not a variable: tests set it.
+    pub workers: Option<usize>,
 }
 
 /// The model asked for when a request names none.
@@ -417,6 +419,7 @@ impl Settings {
             verify_token_ttl,
             reset_token_ttl,
             session_ttl: Duration::from_secs(3600),
+            workers: None,
         })
     }
 
@@ -610,10 +613,18 @@ mod tests {
             ("AUTHVAULT_TRUSTED_PROXIES", "10.0.0.0/33"),
             ("AUTHVAULT_CORS_ORIGINS", "https://a.example/path"),
             ("AUTHVAULT_SMTP_URL", "http://mail"),
-            ("GITHUB_CLIENT_ID", "only-the-id"),
+            ("GITHUB_CLIENT_SECRET", "a-secret-without-an-id"),
         ] {
             let err = settings(&[(name, value)]).expect_err(name);
-            assert!(err.to_string().contains(name), "{err} does not name {name}");
+            let expected = if name == "GITHUB_CLIENT_SECRET" {
+                "GITHUB_CLIENT_ID"
+            } else {
+                name
+            };
+            assert!(
+                err.to_string().contains(expected),
+                "{err} does not name {expected}"
+            );
         }
     }
 

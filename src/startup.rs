@@ -130,7 +130,8 @@ impl Application {
             settings: Arc::new(settings),
         });
 
-        let server = HttpServer::new(move || {
+        let workers = state.settings.workers;
+        let mut server = HttpServer::new(move || {
             let settings = &state.settings;
             let allowed: Arc<Vec<String>> = Arc::new(
                 settings
@@ -161,14 +162,21 @@ impl Application {
                         .custom_request_replace("method", |req| req.method().to_string()),
                 )
         })
-        .listen(listener)?
-        .shutdown_timeout(10)
-        .run();
+        .shutdown_timeout(10);
+        if let Some(n) = workers {
+            server = server.workers(n);
+        }
+        let server = server.listen(listener)?.run();
         Ok(Self { port, server })
     }
 
     pub fn port(&self) -> u16 {
         self.port
+    }
+
+    /// A handle to stop the server from elsewhere (tests restart it).
+    pub fn handle(&self) -> actix_web::dev::ServerHandle {
+        self.server.handle()
     }
 
     /// Serves until SIGTERM or SIGINT, then finishes the requests in flight (bounded).
@@ -266,6 +274,11 @@ async fn response_headers(
         res
     };
     let headers = res.headers_mut();
+    if !headers.contains_key(header::ACCESS_CONTROL_ALLOW_ORIGIN) {
+        // actix-cors adds these for every origin; without an allowed origin they only confuse.
+        headers.remove(header::ACCESS_CONTROL_ALLOW_CREDENTIALS);
+        headers.remove(header::ACCESS_CONTROL_EXPOSE_HEADERS);
+    }
     headers.insert(
         header::X_CONTENT_TYPE_OPTIONS,
         HeaderValue::from_static("nosniff"),

@@ -14,23 +14,28 @@ pub const HEADER: &str = "x-csrf-token";
 
 type HmacSha256 = Hmac<Sha256>;
 
+/// HMAC-SHA256 of `data` under `key`.
+pub fn hmac_sha256(key: &[u8], data: &[u8]) -> [u8; 32] {
+    #[allow(clippy::expect_used)]
+    let mut mac = HmacSha256::new_from_slice(key).expect("HMAC takes keys of any length");
+    mac.update(data);
+    mac.finalize().into_bytes().into()
+}
+
 /// The key CSRF tokens are signed with, derived from the server secret.
 pub struct CsrfKey(SecretBox<[u8; 32]>);
 
 impl CsrfKey {
     pub fn derive(server_secret: &SecretString) -> Self {
-        let mut mac = HmacSha256::new_from_slice(server_secret.expose_secret().as_bytes())
-            .expect("HMAC accepts keys of any length");
-        mac.update(b"authvault csrf key v1");
-        let key: [u8; 32] = mac.finalize().into_bytes().into();
+        let key = hmac_sha256(
+            server_secret.expose_secret().as_bytes(),
+            b"authvault csrf key v1",
+        );
         Self(SecretBox::new(Box::new(key)))
     }
 
     fn mac(&self, nonce: &[u8]) -> [u8; 32] {
-        let mut mac = HmacSha256::new_from_slice(self.0.expose_secret())
-            .expect("HMAC accepts keys of any length");
-        mac.update(nonce);
-        mac.finalize().into_bytes().into()
+        hmac_sha256(self.0.expose_secret(), nonce)
     }
 
     /// A new token.

@@ -59,8 +59,9 @@ impl Hasher {
     pub async fn hash(&self, password: &Password) -> Result<String, ApiError> {
         let raw = zeroize::Zeroizing::new(password.expose().to_owned());
         let cost = self.cost;
-        self.run(move || bcrypt::non_truncating_hash(raw.as_bytes(), cost))
-            .await
+        // `Password` holds at most 72 bytes, all of which bcrypt uses; its `non_truncating_*`
+        // functions also count the NUL terminator and so would refuse exactly 72.
+        self.run(move || bcrypt::hash(raw.as_bytes(), cost)).await
     }
 
     /// Checks a password against a stored hash, or against the dummy hash when there is none,
@@ -133,6 +134,9 @@ mod tests {
         let h = hasher();
         let pw = Password::parse(&"x".repeat(72), "password").unwrap();
         let hash = h.hash(&pw).await.unwrap();
+        assert!(h.verify(&pw, Some(&hash)).await.unwrap(), "72 bytes is allowed");
+        let shorter = Password::candidate(&"x".repeat(71));
+        assert!(!h.verify(&shorter, Some(&hash)).await.unwrap(), "every byte counts");
         let longer = Password::candidate(&"x".repeat(80));
         assert!(!h.verify(&longer, Some(&hash)).await.unwrap());
     }

@@ -142,12 +142,11 @@ impl<T: DeserializeOwned + Default + 'static> FromRequest for OptionalJson<T> {
         let req = req.clone();
         let payload = payload.take();
         Box::pin(async move {
-            let has_type = req.headers().contains_key(header::CONTENT_TYPE);
             let body = read_body(req.clone(), payload).await?;
             if body.iter().all(u8::is_ascii_whitespace) {
                 return Ok(OptionalJson(T::default()));
             }
-            if has_type && !is_json(&req) || !has_type {
+            if !is_json(&req) {
                 return Err(ApiError::UnsupportedMediaType);
             }
             parse_json(&body).map(OptionalJson)

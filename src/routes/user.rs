@@ -163,15 +163,12 @@ pub async fn update_user(
         None => None,
     };
     let image = match body.image {
-        Some(Some(raw)) => errors.take(parse_image(&raw)).map(|url| Some(Some(url))),
+        Some(Some(raw)) => errors.take(parse_image(&raw)).map(Some),
         Some(None) => Some(None),
         None => None,
     };
     errors.finish()?;
-    let update = ProfileUpdate {
-        name,
-        image: image.flatten(),
-    };
+    let update = ProfileUpdate { name, image };
     let user = state
         .store
         .update_profile(current.id, update, clock::now())

@@ -1,0 +1,9 @@
+//! The HTTP API, end to end: each test starts the real server on 127.0.0.1 port 0 with its own
+//! database, once per storage backend.
+
+#[macro_use]
+mod helpers;
+
+mod auth;
+mod hardening;
+mod user;
