@@ -134,9 +134,15 @@ mod tests {
         let h = hasher();
         let pw = Password::parse(&"x".repeat(72), "password").unwrap();
         let hash = h.hash(&pw).await.unwrap();
-        assert!(h.verify(&pw, Some(&hash)).await.unwrap(), "72 bytes is allowed");
+        assert!(
+            h.verify(&pw, Some(&hash)).await.unwrap(),
+            "72 bytes is allowed"
+        );
         let shorter = Password::candidate(&"x".repeat(71));
-        assert!(!h.verify(&shorter, Some(&hash)).await.unwrap(), "every byte counts");
+        assert!(
+            !h.verify(&shorter, Some(&hash)).await.unwrap(),
+            "every byte counts"
+        );
         let longer = Password::candidate(&"x".repeat(80));
         assert!(!h.verify(&longer, Some(&hash)).await.unwrap());
     }

@@ -1,0 +1,661 @@
+//! The behaviour every storage backend owes the service: each case runs once against SQLite and
+//! once against MongoDB, each time on a fresh database.
+
+use std::sync::Arc;
+
+use authvault::{
+    clock,
+    domain::{AuthProvider, Email, User, UserId, UserName},
+    store::*,
+};
+use secrecy::SecretString;
+use tempfile::TempDir;
+use time::{Duration, OffsetDateTime};
+use uuid::Uuid;
+
+const STORE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// A fresh SQLite store; the directory holding its file lives as long as the returned guard.
+async fn sqlite_store() -> (TempDir, Arc<dyn Store>) {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let store = SqliteStore::open(&dir.path().join("authvault.db"), STORE_TIMEOUT)
+        .await
+        .expect("SQLite store opens");
+    (dir, Arc::new(store))
+}
+
+/// A fresh MongoDB store on a database of its own.
+async fn mongo_store() -> Arc<dyn Store> {
+    let base = std::env::var("AUTHVAULT_TEST_MONGODB_URL").unwrap_or_else(|_| {
+        panic!(
+            "AUTHVAULT_TEST_MONGODB_URL is not set: run the tests with scripts/test, which starts \
+             a MongoDB-compatible server and sets it"
+        )
+    });
+    let mut url = url::Url::parse(&base).expect("AUTHVAULT_TEST_MONGODB_URL is a URL");
+    url.set_path(&format!("/conf_{}", Uuid::new_v4().simple()));
+    let store = MongoStore::connect(&SecretString::from(url.to_string()), STORE_TIMEOUT)
+        .await
+        .expect("MongoDB store connects");
+    Arc::new(store)
+}
+
+/// Expands each case into a module with a `sqlite` and a `mongo` test.
+macro_rules! conformance {
+    ($($case:ident),+ $(,)?) => {
+        $(
+            mod $case {
+                #[tokio::test]
+                async fn sqlite() {
+                    let (_dir, store) = super::sqlite_store().await;
+                    super::$case(store).await;
+                }
+
+                #[tokio::test]
+                async fn mongo() {
+                    let store = super::mongo_store().await;
+                    super::$case(store).await;
+                }
+            }
+        )+
+    };
+}
+
+conformance!(
+    a_created_user_reads_back_by_id_and_by_email,
+    a_user_without_image_or_password_reads_back_without_them,
+    an_unknown_user_reads_as_absent,
+    a_second_user_with_the_same_email_is_a_conflict,
+    concurrent_sign_ups_with_one_email_create_exactly_one_user,
+    update_profile_changes_the_name_sets_and_clears_the_image_and_bumps_updated_at,
+    update_profile_of_an_unknown_user_is_none,
+    set_password_hash_sets_and_removes_the_hash,
+    set_password_hash_of_an_unknown_user_is_false,
+    delete_user_removes_the_user_and_its_sessions_and_is_false_the_second_time,
+    a_created_session_reads_back_equal,
+    a_session_reads_as_absent_from_its_expiry_on,
+    a_session_created_already_expired_reads_as_absent,
+    a_second_session_with_the_same_id_is_a_conflict,
+    end_session_is_true_once_then_false,
+    end_user_sessions_ends_all_but_the_kept_one_and_spares_other_users,
+    end_user_sessions_without_an_exception_ends_every_session_of_the_user,
+    count_events_counts_only_events_strictly_after_since_and_reports_the_oldest,
+    events_at_the_same_instant_count_separately,
+    rate_event_keys_are_independent_and_clear_events_empties_one_key_only,
+    ping_succeeds,
+);
+
+/// `backend()` gives each store's own name, as logs and metrics show it.
+mod backend_names {
+    #[tokio::test]
+    async fn sqlite_store_is_named_sqlite() {
+        let (_dir, store) = super::sqlite_store().await;
+        assert_eq!(store.backend(), "sqlite");
+    }
+
+    #[tokio::test]
+    async fn mongo_store_is_named_mongodb() {
+        let store = super::mongo_store().await;
+        assert_eq!(store.backend(), "mongodb");
+    }
+}
+
+// ---- helpers ----
+
+/// A moment with a non-zero millisecond part, so that losing milliseconds would show.
+fn moment() -> OffsetDateTime {
+    clock::now()
+        .replace_millisecond(123)
+        .expect("123 is a valid millisecond")
+}
+
+fn email(raw: &str) -> Email {
+    Email::parse(raw).expect("valid email")
+}
+
+fn name(raw: &str) -> UserName {
+    UserName::parse(raw).expect("valid name")
+}
+
+fn new_user(address: &str, created_at: OffsetDateTime) -> NewUser {
+    NewUser {
+        id: UserId::new(),
+        name: name("Ada Lovelace"),
+        email: email(address),
+        image: Some("https://example.com/ada.png".into()),
+        password_hash: Some("$2b$12$abcdefghijklmnopqrstuuvwxyzABCDEFGHIJKLMNOPQRSTUVWXY".into()),
+        created_at,
+    }
+}
+
+async fn create(store: &Arc<dyn Store>, address: &str, at: OffsetDateTime) -> User {
+    store
+        .create_user(new_user(address, at))
+        .await
+        .expect("user is created")
+}
+
+fn session_for(user: UserId, now: OffsetDateTime) -> SessionRecord {
+    SessionRecord {
+        id: Uuid::new_v4(),
+        user_id: user,
+        created_at: now,
+        last_used_at: now + Duration::seconds(5),
+        expires_at: now + Duration::days(7),
+        auth_time: now - Duration::minutes(1),
+        user_agent: Some("conformance/1.0".into()),
+        ip: Some("192.0.2.7".into()),
+    }
+}
+
+/// Asserts that two users agree on every field (`User` has no `PartialEq` on purpose).
+#[track_caller]
+fn assert_same_user(actual: &User, expected: &User) {
+    assert_eq!(actual.id, expected.id, "id");
+    assert_eq!(actual.name, expected.name, "name");
+    assert_eq!(actual.email, expected.email, "email");
+    assert_eq!(actual.image, expected.image, "image");
+    assert_eq!(
+        actual.password_hash, expected.password_hash,
+        "password hash"
+    );
+    assert_eq!(actual.linked, expected.linked, "linked providers");
+    assert_eq!(actual.created_at, expected.created_at, "created_at");
+    assert_eq!(actual.updated_at, expected.updated_at, "updated_at");
+}
+
+// ---- users ----
+
+async fn a_created_user_reads_back_by_id_and_by_email(store: Arc<dyn Store>) {
+    let at = moment();
+    let new = new_user("ada@example.com", at);
+    let expected = User {
+        id: new.id,
+        name: new.name.clone(),
+        email: new.email.clone(),
+        image: new.image.clone(),
+        password_hash: new.password_hash.clone(),
+        linked: Vec::new(),
+        created_at: at,
+        updated_at: at,
+    };
+
+    let created = store.create_user(new).await.unwrap();
+    assert_same_user(&created, &expected);
+
+    let by_id = store.user_by_id(expected.id).await.unwrap().unwrap();
+    assert_same_user(&by_id, &expected);
+
+    let by_email = store.user_by_email(&expected.email).await.unwrap().unwrap();
+    assert_same_user(&by_email, &expected);
+    assert_eq!(by_email.providers(), vec![AuthProvider::Credentials]);
+}
+
+async fn a_user_without_image_or_password_reads_back_without_them(store: Arc<dyn Store>) {
+    let mut new = new_user("grace@example.com", moment());
+    new.image = None;
+    new.password_hash = None;
+    let id = new.id;
+
+    store.create_user(new).await.unwrap();
+
+    let user = store.user_by_id(id).await.unwrap().unwrap();
+    assert_eq!(user.image, None);
+    assert_eq!(user.password_hash, None);
+    assert!(user.providers().is_empty());
+}
+
+async fn an_unknown_user_reads_as_absent(store: Arc<dyn Store>) {
+    create(&store, "ada@example.com", moment()).await;
+
+    assert!(store.user_by_id(UserId::new()).await.unwrap().is_none());
+    let unknown = email("nobody@example.com");
+    assert!(store.user_by_email(&unknown).await.unwrap().is_none());
+}
+
+async fn a_second_user_with_the_same_email_is_a_conflict(store: Arc<dyn Store>) {
+    let first = create(&store, "ada@example.com", moment()).await;
+
+    let mut second = new_user("ada@example.com", moment());
+    second.name = name("Someone Else");
+    let second_id = second.id;
+    let result = store.create_user(second).await;
+
+    assert!(
+        matches!(result, Err(StoreError::Conflict)),
+        "expected Conflict, got {result:?}"
+    );
+    assert!(store.user_by_id(second_id).await.unwrap().is_none());
+    let owner = store.user_by_email(&first.email).await.unwrap().unwrap();
+    assert_same_user(&owner, &first);
+}
+
+async fn concurrent_sign_ups_with_one_email_create_exactly_one_user(store: Arc<dyn Store>) {
+    let at = moment();
+    let tasks: Vec<_> = (0..20)
+        .map(|_| {
+            let store = store.clone();
+            let new = new_user("race@example.com", at);
+            let id = new.id;
+            tokio::spawn(async move { (id, store.create_user(new).await) })
+        })
+        .collect();
+
+    let mut winners = Vec::new();
+    let mut conflicts = 0;
+    for task in tasks {
+        match task.await.unwrap() {
+            (id, Ok(user)) => {
+                assert_eq!(user.id, id);
+                winners.push(id);
+            }
+            (_, Err(StoreError::Conflict)) => conflicts += 1,
+            (_, Err(other)) => panic!("expected Ok or Conflict, got {other:?}"),
+        }
+    }
+
+    assert_eq!(winners.len(), 1, "exactly one create succeeds");
+    assert_eq!(conflicts, 19, "every other create is a conflict");
+    let stored = store
+        .user_by_email(&email("race@example.com"))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(stored.id, winners[0]);
+}
+
+async fn update_profile_changes_the_name_sets_and_clears_the_image_and_bumps_updated_at(
+    store: Arc<dyn Store>,
+) {
+    let t0 = moment();
+    let created = create(&store, "ada@example.com", t0).await;
+
+    // Only the name: the image stays.
+    let t1 = t0 + Duration::seconds(1);
+    let update = ProfileUpdate {
+        name: Some(name("Countess of Lovelace")),
+        image: None,
+    };
+    let user = store
+        .update_profile(created.id, update, t1)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(user.name, name("Countess of Lovelace"));
+    assert_eq!(user.image, created.image);
+    assert_eq!(user.created_at, t0);
+    assert_eq!(user.updated_at, t1);
+
+    // A new image: the name stays.
+    let t2 = t1 + Duration::seconds(1);
+    let update = ProfileUpdate {
+        name: None,
+        image: Some(Some("https://example.com/new.png".into())),
+    };
+    let user = store
+        .update_profile(created.id, update, t2)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(user.name, name("Countess of Lovelace"));
+    assert_eq!(user.image.as_deref(), Some("https://example.com/new.png"));
+    assert_eq!(user.updated_at, t2);
+
+    // `Some(None)` clears the image.
+    let t3 = t2 + Duration::seconds(1);
+    let update = ProfileUpdate {
+        name: None,
+        image: Some(None),
+    };
+    let user = store
+        .update_profile(created.id, update, t3)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(user.image, None);
+    assert_eq!(user.updated_at, t3);
+
+    // What update_profile returned is what is stored; nothing else changed.
+    let stored = store.user_by_id(created.id).await.unwrap().unwrap();
+    assert_same_user(&stored, &user);
+    assert_eq!(stored.email, created.email);
+    assert_eq!(stored.password_hash, created.password_hash);
+    assert_eq!(stored.created_at, t0);
+}
+
+async fn update_profile_of_an_unknown_user_is_none(store: Arc<dyn Store>) {
+    create(&store, "ada@example.com", moment()).await;
+
+    let update = ProfileUpdate {
+        name: Some(name("Nobody")),
+        image: Some(None),
+    };
+    let result = store
+        .update_profile(UserId::new(), update, moment())
+        .await
+        .unwrap();
+
+    assert!(result.is_none());
+}
+
+async fn set_password_hash_sets_and_removes_the_hash(store: Arc<dyn Store>) {
+    let t0 = moment();
+    let mut new = new_user("ada@example.com", t0);
+    new.password_hash = None;
+    let id = new.id;
+    store.create_user(new).await.unwrap();
+
+    let t1 = t0 + Duration::seconds(1);
+    assert!(store
+        .set_password_hash(id, Some("$2b$12$new-hash"), t1)
+        .await
+        .unwrap());
+    let user = store.user_by_id(id).await.unwrap().unwrap();
+    assert_eq!(user.password_hash.as_deref(), Some("$2b$12$new-hash"));
+    assert_eq!(user.providers(), vec![AuthProvider::Credentials]);
+    assert_eq!(user.updated_at, t1);
+
+    let t2 = t1 + Duration::seconds(1);
+    assert!(store.set_password_hash(id, None, t2).await.unwrap());
+    let user = store.user_by_id(id).await.unwrap().unwrap();
+    assert_eq!(user.password_hash, None);
+    assert!(!user.providers().contains(&AuthProvider::Credentials));
+    assert_eq!(user.updated_at, t2);
+    assert_eq!(user.created_at, t0);
+}
+
+async fn set_password_hash_of_an_unknown_user_is_false(store: Arc<dyn Store>) {
+    let known = create(&store, "ada@example.com", moment()).await;
+
+    let changed = store
+        .set_password_hash(UserId::new(), Some("$2b$12$new-hash"), moment())
+        .await
+        .unwrap();
+
+    assert!(!changed);
+    let untouched = store.user_by_id(known.id).await.unwrap().unwrap();
+    assert_eq!(untouched.password_hash, known.password_hash);
+}
+
+async fn delete_user_removes_the_user_and_its_sessions_and_is_false_the_second_time(
+    store: Arc<dyn Store>,
+) {
+    let now = moment();
+    let doomed = create(&store, "ada@example.com", now).await;
+    let other = create(&store, "grace@example.com", now).await;
+    let doomed_sessions = [session_for(doomed.id, now), session_for(doomed.id, now)];
+    for s in &doomed_sessions {
+        store.create_session(s).await.unwrap();
+    }
+    let other_session = session_for(other.id, now);
+    store.create_session(&other_session).await.unwrap();
+
+    assert!(store.delete_user(doomed.id).await.unwrap());
+
+    assert!(store.user_by_id(doomed.id).await.unwrap().is_none());
+    assert!(store.user_by_email(&doomed.email).await.unwrap().is_none());
+    for s in &doomed_sessions {
+        assert!(store.session(s.id, now).await.unwrap().is_none());
+    }
+    assert_eq!(store.end_user_sessions(doomed.id, None).await.unwrap(), 0);
+    assert!(!store.delete_user(doomed.id).await.unwrap());
+
+    // Someone else's user and session are untouched.
+    assert!(store.user_by_id(other.id).await.unwrap().is_some());
+    assert_eq!(
+        store.session(other_session.id, now).await.unwrap(),
+        Some(other_session)
+    );
+    // The freed email can be used again.
+    create(&store, "ada@example.com", now).await;
+}
+
+// ---- sessions ----
+
+async fn a_created_session_reads_back_equal(store: Arc<dyn Store>) {
+    let now = moment();
+    let user = create(&store, "ada@example.com", now).await;
+    let with_details = session_for(user.id, now);
+    let bare = SessionRecord {
+        user_agent: None,
+        ip: None,
+        ..session_for(user.id, now)
+    };
+
+    store.create_session(&with_details).await.unwrap();
+    store.create_session(&bare).await.unwrap();
+
+    assert_eq!(
+        store.session(with_details.id, now).await.unwrap(),
+        Some(with_details)
+    );
+    assert_eq!(store.session(bare.id, now).await.unwrap(), Some(bare));
+    assert_eq!(store.session(Uuid::new_v4(), now).await.unwrap(), None);
+}
+
+async fn a_session_reads_as_absent_from_its_expiry_on(store: Arc<dyn Store>) {
+    let now = moment();
+    let user = create(&store, "ada@example.com", now).await;
+    let session = SessionRecord {
+        expires_at: now + Duration::hours(1),
+        ..session_for(user.id, now)
+    };
+    store.create_session(&session).await.unwrap();
+    let expiry = session.expires_at;
+
+    // Expiry is judged against the `now` given, not the clock on the wall.
+    let just_before = expiry - Duration::milliseconds(1);
+    assert_eq!(
+        store.session(session.id, just_before).await.unwrap(),
+        Some(session.clone())
+    );
+    assert_eq!(store.session(session.id, expiry).await.unwrap(), None);
+    let later = expiry + Duration::minutes(1);
+    assert_eq!(store.session(session.id, later).await.unwrap(), None);
+}
+
+async fn a_session_created_already_expired_reads_as_absent(store: Arc<dyn Store>) {
+    let now = moment();
+    let user = create(&store, "ada@example.com", now).await;
+    let session = SessionRecord {
+        created_at: now - Duration::hours(2),
+        last_used_at: now - Duration::hours(2),
+        auth_time: now - Duration::hours(2),
+        expires_at: now - Duration::hours(1),
+        ..session_for(user.id, now)
+    };
+
+    store.create_session(&session).await.unwrap();
+
+    assert_eq!(store.session(session.id, now).await.unwrap(), None);
+}
+
+async fn a_second_session_with_the_same_id_is_a_conflict(store: Arc<dyn Store>) {
+    let now = moment();
+    let user = create(&store, "ada@example.com", now).await;
+    let session = session_for(user.id, now);
+    store.create_session(&session).await.unwrap();
+
+    let result = store.create_session(&session).await;
+
+    assert!(
+        matches!(result, Err(StoreError::Conflict)),
+        "expected Conflict, got {result:?}"
+    );
+}
+
+async fn end_session_is_true_once_then_false(store: Arc<dyn Store>) {
+    let now = moment();
+    let user = create(&store, "ada@example.com", now).await;
+    let ended = session_for(user.id, now);
+    let kept = session_for(user.id, now);
+    store.create_session(&ended).await.unwrap();
+    store.create_session(&kept).await.unwrap();
+
+    assert!(store.end_session(ended.id).await.unwrap());
+    assert!(!store.end_session(ended.id).await.unwrap());
+    assert!(!store.end_session(Uuid::new_v4()).await.unwrap());
+
+    assert_eq!(store.session(ended.id, now).await.unwrap(), None);
+    assert_eq!(store.session(kept.id, now).await.unwrap(), Some(kept));
+}
+
+async fn end_user_sessions_ends_all_but_the_kept_one_and_spares_other_users(store: Arc<dyn Store>) {
+    let now = moment();
+    let user = create(&store, "ada@example.com", now).await;
+    let other = create(&store, "grace@example.com", now).await;
+    let keep = session_for(user.id, now);
+    let doomed: Vec<_> = (0..3).map(|_| session_for(user.id, now)).collect();
+    let others: Vec<_> = (0..2).map(|_| session_for(other.id, now)).collect();
+    for s in std::iter::once(&keep).chain(&doomed).chain(&others) {
+        store.create_session(s).await.unwrap();
+    }
+
+    let ended = store
+        .end_user_sessions(user.id, Some(keep.id))
+        .await
+        .unwrap();
+
+    assert_eq!(ended, 3);
+    assert_eq!(
+        store.session(keep.id, now).await.unwrap(),
+        Some(keep.clone())
+    );
+    for s in &doomed {
+        assert_eq!(store.session(s.id, now).await.unwrap(), None);
+    }
+    for s in &others {
+        assert_eq!(store.session(s.id, now).await.unwrap(), Some(s.clone()));
+    }
+    // Nothing is left to end but the kept session.
+    let again = store.end_user_sessions(user.id, Some(keep.id)).await;
+    assert_eq!(again.unwrap(), 0);
+}
+
+async fn end_user_sessions_without_an_exception_ends_every_session_of_the_user(
+    store: Arc<dyn Store>,
+) {
+    let now = moment();
+    let user = create(&store, "ada@example.com", now).await;
+    let other = create(&store, "grace@example.com", now).await;
+    let sessions: Vec<_> = (0..3).map(|_| session_for(user.id, now)).collect();
+    for s in &sessions {
+        store.create_session(s).await.unwrap();
+    }
+    let others_session = session_for(other.id, now);
+    store.create_session(&others_session).await.unwrap();
+
+    assert_eq!(store.end_user_sessions(user.id, None).await.unwrap(), 3);
+
+    for s in &sessions {
+        assert_eq!(store.session(s.id, now).await.unwrap(), None);
+    }
+    assert_eq!(
+        store.session(others_session.id, now).await.unwrap(),
+        Some(others_session)
+    );
+    assert_eq!(store.end_user_sessions(user.id, None).await.unwrap(), 0);
+}
+
+// ---- rate events ----
+
+async fn count_events_counts_only_events_strictly_after_since_and_reports_the_oldest(
+    store: Arc<dyn Store>,
+) {
+    let t0 = moment();
+    let keep_until = t0 + Duration::hours(1);
+    let at = |s: i64| t0 + Duration::seconds(s);
+    for s in [1, 2, 3] {
+        store
+            .record_event("signin:ada", at(s), keep_until)
+            .await
+            .unwrap();
+    }
+
+    let window = store.count_events("signin:ada", t0).await.unwrap();
+    assert_eq!(window.count, 3);
+    assert_eq!(window.oldest, Some(at(1)));
+
+    // An event exactly at `since` is outside the window.
+    let window = store.count_events("signin:ada", at(1)).await.unwrap();
+    assert_eq!(window.count, 2);
+    assert_eq!(window.oldest, Some(at(2)));
+
+    let window = store
+        .count_events("signin:ada", at(2) + Duration::milliseconds(-1))
+        .await
+        .unwrap();
+    assert_eq!(window.count, 2);
+    assert_eq!(window.oldest, Some(at(2)));
+
+    let window = store.count_events("signin:ada", at(3)).await.unwrap();
+    assert_eq!(window, EventWindow::default());
+    assert_eq!(window.oldest, None);
+}
+
+async fn events_at_the_same_instant_count_separately(store: Arc<dyn Store>) {
+    let t0 = moment();
+    let keep_until = t0 + Duration::hours(1);
+    for _ in 0..4 {
+        store
+            .record_event("signup:ip", t0, keep_until)
+            .await
+            .unwrap();
+    }
+
+    let window = store
+        .count_events("signup:ip", t0 - Duration::milliseconds(1))
+        .await
+        .unwrap();
+
+    assert_eq!(
+        window,
+        EventWindow {
+            count: 4,
+            oldest: Some(t0)
+        }
+    );
+}
+
+async fn rate_event_keys_are_independent_and_clear_events_empties_one_key_only(
+    store: Arc<dyn Store>,
+) {
+    let t0 = moment();
+    let keep_until = t0 + Duration::hours(1);
+    let since = t0 - Duration::seconds(1);
+    store.record_event("a", t0, keep_until).await.unwrap();
+    store.record_event("a", t0, keep_until).await.unwrap();
+    let b_at = t0 + Duration::milliseconds(250);
+    store.record_event("b", b_at, keep_until).await.unwrap();
+
+    assert_eq!(store.count_events("a", since).await.unwrap().count, 2);
+    let b = store.count_events("b", since).await.unwrap();
+    assert_eq!(
+        b,
+        EventWindow {
+            count: 1,
+            oldest: Some(b_at)
+        }
+    );
+    let unknown = store.count_events("c", since).await.unwrap();
+    assert_eq!(unknown, EventWindow::default());
+
+    store.clear_events("a").await.unwrap();
+
+    assert_eq!(
+        store.count_events("a", since).await.unwrap(),
+        EventWindow::default()
+    );
+    assert_eq!(store.count_events("b", since).await.unwrap(), b);
+    // Clearing an empty or unknown key is fine, and new events count from zero.
+    store.clear_events("a").await.unwrap();
+    store.clear_events("never-used").await.unwrap();
+    store.record_event("a", t0, keep_until).await.unwrap();
+    assert_eq!(store.count_events("a", since).await.unwrap().count, 1);
+}
+
+// ---- health ----
+
+async fn ping_succeeds(store: Arc<dyn Store>) {
+    store.ping().await.unwrap();
+}
