@@ -79,7 +79,10 @@ impl JwtKeys {
         session: &SessionRecord,
         now: OffsetDateTime,
     ) -> Result<IssuedToken, ApiError> {
+        // Whole seconds, so that `expiresAt` is exactly the token's `exp`.
         let expires_at = (now + self.ttl).min(session.expires_at);
+        let expires_at =
+            expires_at - time::Duration::nanoseconds(i64::from(expires_at.nanosecond()));
         let claims = Claims {
             iss: self.issuer.clone(),
             aud: AUDIENCE.to_owned(),
@@ -97,7 +100,7 @@ impl JwtKeys {
         Ok(IssuedToken {
             token,
             expires_at,
-            expires_in: (expires_at - now).whole_seconds().max(0) as u64,
+            expires_in: (expires_at.unix_timestamp() - now.unix_timestamp()).max(0) as u64,
         })
     }
 

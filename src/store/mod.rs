@@ -7,7 +7,7 @@ use async_trait::async_trait;
 use time::OffsetDateTime;
 use uuid::Uuid;
 
-use crate::domain::{Email, User, UserId, UserName};
+use crate::domain::{Email, KeyProvider, SealedKey, User, UserId, UserName};
 
 pub mod mongo;
 pub mod sqlite;
@@ -130,9 +130,51 @@ pub trait RateLimitStore: Send + Sync {
     async fn clear_events(&self, key: &str) -> Result<(), StoreError>;
 }
 
+/// One stored API key.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoredKey {
+    pub provider: KeyProvider,
+    pub sealed: SealedKey,
+    pub updated_at: OffsetDateTime,
+}
+
+/// A change to one API key: `Some` sets it, `None` removes it.
+pub type KeyChange = (KeyProvider, Option<SealedKey>);
+
+#[async_trait]
+pub trait KeyStore: Send + Sync {
+    /// The user's stored keys, in `KeyProvider::ALL` order.
+    async fn api_keys(&self, user: UserId) -> Result<Vec<StoredKey>, StoreError>;
+    /// Applies every change at once, stamping the changed keys with `now`; false when the user
+    /// is gone.
+    async fn update_api_keys(
+        &self,
+        user: UserId,
+        changes: &[KeyChange],
+        now: OffsetDateTime,
+    ) -> Result<bool, StoreError>;
+    /// Replaces a key's seal only if it still carries `expected_nonce` (so a concurrent change by
+    /// the user wins); keeps its `updated_at`. True when replaced.
+    async fn reseal_api_key(
+        &self,
+        user: UserId,
+        provider: KeyProvider,
+        expected_nonce: &[u8],
+        sealed: &SealedKey,
+    ) -> Result<bool, StoreError>;
+    /// Users that have keys, ordered by id, starting after `after`, at most `limit` of them.
+    async fn api_keys_page(
+        &self,
+        after: Option<UserId>,
+        limit: u32,
+    ) -> Result<Vec<(UserId, Vec<StoredKey>)>, StoreError>;
+    /// How many keys are stored in all.
+    async fn count_api_keys(&self) -> Result<u64, StoreError>;
+}
+
 /// Everything the service keeps, behind one object.
 #[async_trait]
-pub trait Store: UserStore + SessionStore + RateLimitStore {
+pub trait Store: UserStore + SessionStore + RateLimitStore + KeyStore {
     /// Round-trips to the database; `Unavailable` when it does not answer.
     async fn ping(&self) -> Result<(), StoreError>;
     /// The backend's name for logs and metrics.

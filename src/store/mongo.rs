@@ -6,8 +6,9 @@ use std::time::Duration;
 
 use anyhow::{anyhow, Context};
 use async_trait::async_trait;
+use futures_util::TryStreamExt;
 use mongodb::{
-    bson::{doc, Bson, DateTime, Document},
+    bson::{doc, spec::BinarySubtype, Binary, Bson, DateTime, Document},
     error::{ErrorKind, WriteFailure},
     options::{
         Acknowledgment, ClientOptions, DatabaseOptions, IndexOptions, ReturnDocument, WriteConcern,
@@ -19,12 +20,12 @@ use time::OffsetDateTime;
 use uuid::Uuid;
 
 use super::{
-    EventWindow, NewUser, ProfileUpdate, RateLimitStore, SessionRecord, SessionStore, Store,
-    StoreError, UserStore,
+    EventWindow, KeyChange, KeyStore, NewUser, ProfileUpdate, RateLimitStore, SessionRecord,
+    SessionStore, Store, StoreError, StoredKey, UserStore,
 };
 use crate::{
     clock::{from_millis, to_millis},
-    domain::{AuthProvider, Email, User, UserId, UserName},
+    domain::{AuthProvider, Email, KeyProvider, SealedKey, User, UserId, UserName},
 };
 
 const DEFAULT_DATABASE: &str = "authvault";
@@ -422,6 +423,168 @@ impl RateLimitStore for MongoStore {
         self.bounded(self.rate_events().delete_many(doc! {"key": key}))
             .await?;
         Ok(())
+    }
+}
+
+fn binary(bytes: &[u8]) -> Binary {
+    Binary {
+        subtype: BinarySubtype::Generic,
+        bytes: bytes.to_vec(),
+    }
+}
+
+fn sealed_doc(sealed: &SealedKey) -> Document {
+    doc! {
+        "keyId": &sealed.key_id,
+        "nonce": binary(&sealed.nonce),
+        "ciphertext": binary(&sealed.ciphertext),
+    }
+}
+
+/// The `apiKeys` sub-document of a user, in `KeyProvider::ALL` order.
+fn keys_from_doc(user: &Document) -> Result<Vec<StoredKey>, StoreError> {
+    let Ok(keys) = user.get_document("apiKeys") else {
+        return Ok(Vec::new());
+    };
+    let mut out = Vec::with_capacity(keys.len());
+    for provider in KeyProvider::ALL {
+        let Ok(entry) = keys.get_document(provider.as_str()) else {
+            continue;
+        };
+        let read = || -> anyhow::Result<StoredKey> {
+            Ok(StoredKey {
+                provider,
+                sealed: SealedKey {
+                    key_id: entry.get_str("keyId")?.to_owned(),
+                    nonce: entry.get_binary_generic("nonce")?.clone(),
+                    ciphertext: entry.get_binary_generic("ciphertext")?.clone(),
+                },
+                updated_at: odt(*entry.get_datetime("updatedAt")?),
+            })
+        };
+        out.push(read().map_err(|e| StoreError::Other(e.context("reading a stored key")))?);
+    }
+    Ok(out)
+}
+
+#[async_trait]
+impl KeyStore for MongoStore {
+    async fn api_keys(&self, user: UserId) -> Result<Vec<StoredKey>, StoreError> {
+        let found = self
+            .bounded(
+                self.users()
+                    .find_one(doc! {"_id": user.to_string()})
+                    .projection(doc! {"apiKeys": 1}),
+            )
+            .await?;
+        found.as_ref().map_or(Ok(Vec::new()), keys_from_doc)
+    }
+
+    async fn update_api_keys(
+        &self,
+        user: UserId,
+        changes: &[KeyChange],
+        now: OffsetDateTime,
+    ) -> Result<bool, StoreError> {
+        let mut set = Document::new();
+        let mut unset = Document::new();
+        for (provider, sealed) in changes {
+            let path = format!("apiKeys.{}", provider.as_str());
+            match sealed {
+                Some(s) => {
+                    let mut entry = sealed_doc(s);
+                    entry.insert("updatedAt", bdt(now));
+                    set.insert(path, entry);
+                }
+                None => {
+                    unset.insert(path, "");
+                }
+            }
+        }
+        let filter = doc! {"_id": user.to_string()};
+        if set.is_empty() && unset.is_empty() {
+            let found = self.bounded(self.users().count_documents(filter)).await?;
+            return Ok(found == 1);
+        }
+        let mut update = Document::new();
+        if !set.is_empty() {
+            update.insert("$set", set);
+        }
+        if !unset.is_empty() {
+            update.insert("$unset", unset);
+        }
+        let result = self
+            .bounded(self.users().update_one(filter, update))
+            .await?;
+        Ok(result.matched_count == 1)
+    }
+
+    async fn reseal_api_key(
+        &self,
+        user: UserId,
+        provider: KeyProvider,
+        expected_nonce: &[u8],
+        sealed: &SealedKey,
+    ) -> Result<bool, StoreError> {
+        let path = format!("apiKeys.{}", provider.as_str());
+        let filter =
+            doc! {"_id": user.to_string(), format!("{path}.nonce"): binary(expected_nonce)};
+        let update = doc! {"$set": {
+            format!("{path}.keyId"): &sealed.key_id,
+            format!("{path}.nonce"): binary(&sealed.nonce),
+            format!("{path}.ciphertext"): binary(&sealed.ciphertext),
+        }};
+        let result = self
+            .bounded(self.users().update_one(filter, update))
+            .await?;
+        Ok(result.modified_count == 1 || result.matched_count == 1)
+    }
+
+    async fn api_keys_page(
+        &self,
+        after: Option<UserId>,
+        limit: u32,
+    ) -> Result<Vec<(UserId, Vec<StoredKey>)>, StoreError> {
+        let mut filter = doc! {"apiKeys": {"$exists": true, "$ne": {}}};
+        if let Some(after) = after {
+            filter.insert("_id", doc! {"$gt": after.to_string()});
+        }
+        let cursor = self
+            .bounded(
+                self.users()
+                    .find(filter)
+                    .projection(doc! {"apiKeys": 1})
+                    .sort(doc! {"_id": 1})
+                    .limit(i64::from(limit)),
+            )
+            .await?;
+        let docs: Vec<Document> = self.bounded(cursor.try_collect()).await?;
+        docs.iter()
+            .map(|d| {
+                let id: UserId = d
+                    .get_str("_id")
+                    .ok()
+                    .and_then(|s| s.parse().ok())
+                    .ok_or_else(|| StoreError::Other(anyhow!("a user document has a bad _id")))?;
+                Ok((id, keys_from_doc(d)?))
+            })
+            .collect()
+    }
+
+    async fn count_api_keys(&self) -> Result<u64, StoreError> {
+        let cursor = self
+            .bounded(
+                self.users()
+                    .find(doc! {"apiKeys": {"$exists": true}})
+                    .projection(doc! {"apiKeys": 1}),
+            )
+            .await?;
+        let docs: Vec<Document> = self.bounded(cursor.try_collect()).await?;
+        Ok(docs
+            .iter()
+            .filter_map(|d| d.get_document("apiKeys").ok())
+            .map(|keys| keys.len() as u64)
+            .sum())
     }
 }
 

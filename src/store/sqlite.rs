@@ -15,15 +15,18 @@ use tokio::sync::Semaphore;
 use uuid::Uuid;
 
 use super::{
-    EventWindow, NewUser, ProfileUpdate, RateLimitStore, SessionRecord, SessionStore, Store,
-    StoreError, UserStore,
+    EventWindow, KeyChange, KeyStore, NewUser, ProfileUpdate, RateLimitStore, SessionRecord,
+    SessionStore, Store, StoreError, StoredKey, UserStore,
 };
 use crate::{
     clock::{from_millis, to_millis},
-    domain::{AuthProvider, Email, User, UserId, UserName},
+    domain::{AuthProvider, Email, KeyProvider, SealedKey, User, UserId, UserName},
 };
 
-const MIGRATIONS: &[&str] = &[include_str!("../../migrations/sqlite/0001_init.sql")];
+const MIGRATIONS: &[&str] = &[
+    include_str!("../../migrations/sqlite/0001_init.sql"),
+    include_str!("../../migrations/sqlite/0002_api_keys.sql"),
+];
 const MAX_CONNECTIONS: usize = 8;
 
 /// SQLite-backed store.
@@ -436,6 +439,168 @@ impl RateLimitStore for SqliteStore {
             conn.prepare_cached("DELETE FROM rate_events WHERE key = ?1")?
                 .execute([key])?;
             Ok(())
+        })
+        .await
+    }
+}
+
+fn stored_key_from_row(row: &Row<'_>) -> rusqlite::Result<StoredKey> {
+    let provider: String = row.get(0)?;
+    let provider = KeyProvider::parse(&provider).ok_or_else(|| {
+        rusqlite::Error::FromSqlConversionFailure(
+            0,
+            rusqlite::types::Type::Text,
+            "stored provider is unknown".into(),
+        )
+    })?;
+    Ok(StoredKey {
+        provider,
+        sealed: SealedKey {
+            key_id: row.get(1)?,
+            nonce: row.get(2)?,
+            ciphertext: row.get(3)?,
+        },
+        updated_at: from_millis(row.get(4)?),
+    })
+}
+
+fn sort_keys(keys: &mut [StoredKey]) {
+    keys.sort_by_key(|k| k.provider);
+}
+
+#[async_trait]
+impl KeyStore for SqliteStore {
+    async fn api_keys(&self, user: UserId) -> Result<Vec<StoredKey>, StoreError> {
+        self.run(move |conn| {
+            let mut keys = conn
+                .prepare_cached(
+                    "SELECT provider, key_id, nonce, ciphertext, updated_at FROM api_keys WHERE user_id = ?1",
+                )?
+                .query_map([user.to_string()], stored_key_from_row)?
+                .collect::<rusqlite::Result<Vec<_>>>()?;
+            sort_keys(&mut keys);
+            Ok(keys)
+        })
+        .await
+    }
+
+    async fn update_api_keys(
+        &self,
+        user: UserId,
+        changes: &[KeyChange],
+        now: OffsetDateTime,
+    ) -> Result<bool, StoreError> {
+        let changes = changes.to_vec();
+        self.run(move |conn| {
+            let user = user.to_string();
+            let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+            let exists = tx
+                .prepare_cached("SELECT 1 FROM users WHERE id = ?1")?
+                .exists([&user])?;
+            if !exists {
+                return Ok(false);
+            }
+            for (provider, sealed) in &changes {
+                match sealed {
+                    Some(s) => {
+                        tx.prepare_cached(
+                            "INSERT INTO api_keys (user_id, provider, key_id, nonce, ciphertext, updated_at) \
+                             VALUES (?1, ?2, ?3, ?4, ?5, ?6) \
+                             ON CONFLICT (user_id, provider) DO UPDATE SET key_id = excluded.key_id, \
+                               nonce = excluded.nonce, ciphertext = excluded.ciphertext, \
+                               updated_at = excluded.updated_at",
+                        )?
+                        .execute(params![
+                            user,
+                            provider.as_str(),
+                            s.key_id,
+                            s.nonce,
+                            s.ciphertext,
+                            to_millis(now)
+                        ])?;
+                    }
+                    None => {
+                        tx.prepare_cached("DELETE FROM api_keys WHERE user_id = ?1 AND provider = ?2")?
+                            .execute(params![user, provider.as_str()])?;
+                    }
+                }
+            }
+            tx.commit()?;
+            Ok(true)
+        })
+        .await
+    }
+
+    async fn reseal_api_key(
+        &self,
+        user: UserId,
+        provider: KeyProvider,
+        expected_nonce: &[u8],
+        sealed: &SealedKey,
+    ) -> Result<bool, StoreError> {
+        let expected = expected_nonce.to_vec();
+        let sealed = sealed.clone();
+        self.run(move |conn| {
+            let n = conn
+                .prepare_cached(
+                    "UPDATE api_keys SET key_id = ?4, nonce = ?5, ciphertext = ?6 \
+                     WHERE user_id = ?1 AND provider = ?2 AND nonce = ?3",
+                )?
+                .execute(params![
+                    user.to_string(),
+                    provider.as_str(),
+                    expected,
+                    sealed.key_id,
+                    sealed.nonce,
+                    sealed.ciphertext
+                ])?;
+            Ok(n == 1)
+        })
+        .await
+    }
+
+    async fn api_keys_page(
+        &self,
+        after: Option<UserId>,
+        limit: u32,
+    ) -> Result<Vec<(UserId, Vec<StoredKey>)>, StoreError> {
+        self.run(move |conn| {
+            let after = after.map(|id| id.to_string()).unwrap_or_default();
+            let users: Vec<String> = conn
+                .prepare_cached(
+                    "SELECT DISTINCT user_id FROM api_keys WHERE user_id > ?1 ORDER BY user_id LIMIT ?2",
+                )?
+                .query_map(params![after, limit], |row| row.get(0))?
+                .collect::<rusqlite::Result<_>>()?;
+            let mut page = Vec::with_capacity(users.len());
+            for user in users {
+                let mut keys = conn
+                    .prepare_cached(
+                        "SELECT provider, key_id, nonce, ciphertext, updated_at FROM api_keys WHERE user_id = ?1",
+                    )?
+                    .query_map([&user], stored_key_from_row)?
+                    .collect::<rusqlite::Result<Vec<_>>>()?;
+                sort_keys(&mut keys);
+                let id = user.parse().map_err(|_| {
+                    rusqlite::Error::FromSqlConversionFailure(
+                        0,
+                        rusqlite::types::Type::Text,
+                        "stored user id is invalid".into(),
+                    )
+                })?;
+                page.push((id, keys));
+            }
+            Ok(page)
+        })
+        .await
+    }
+
+    async fn count_api_keys(&self) -> Result<u64, StoreError> {
+        self.run(|conn| {
+            conn.query_row("SELECT count(*) FROM api_keys", [], |row| {
+                row.get::<_, i64>(0)
+            })
+            .map(|n| n as u64)
         })
         .await
     }
