@@ -46,6 +46,8 @@ pub enum ApiError {
     RateLimited { retry_after: Duration },
     #[error("store unavailable")]
     StoreUnavailable,
+    #[error("a stored key could not be opened")]
+    VaultOpenFailed,
     #[error("internal error: {0:#}")]
     Internal(anyhow::Error),
 }
@@ -117,6 +119,11 @@ impl ApiError {
                 S::SERVICE_UNAVAILABLE,
                 "Database unavailable",
             ),
+            Self::VaultOpenFailed => kind(
+                "vault_open_failed",
+                S::INTERNAL_SERVER_ERROR,
+                "A stored key could not be decrypted",
+            ),
             Self::Internal(_) => kind(
                 "internal",
                 S::INTERNAL_SERVER_ERROR,
@@ -165,6 +172,10 @@ impl ApiError {
                 )
             }
             Self::StoreUnavailable => "The database did not answer in time; retry shortly.".into(),
+            Self::VaultOpenFailed => {
+                "A stored API key could not be decrypted; set it again, or ask the operator to check the encryption keys."
+                    .into()
+            }
             Self::Internal(_) => "Something went wrong on our side.".into(),
         }
     }
@@ -282,6 +293,7 @@ pub const ALL_CODES: &[&str] = &[
     "unsupported_media_type",
     "rate_limited",
     "store_unavailable",
+    "vault_open_failed",
     "internal",
 ];
 
@@ -364,6 +376,7 @@ mod tests {
                 retry_after: Duration::from_millis(1500),
             },
             ApiError::StoreUnavailable,
+            ApiError::VaultOpenFailed,
             ApiError::internal(anyhow::anyhow!("x")),
         ];
         for e in &samples {

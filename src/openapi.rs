@@ -32,6 +32,9 @@ use crate::{error, routes};
         routes::user::update_user,
         routes::user::delete_user,
         routes::user::change_password,
+        routes::api_keys::list_api_keys,
+        routes::api_keys::update_api_keys,
+        routes::api_keys::delete_api_key,
         routes::health::healthz,
         routes::health::readyz,
         routes::docs::openapi_json,
@@ -41,6 +44,7 @@ use crate::{error, routes};
     tags(
         (name = "auth", description = "Sign-up, sign-in, sessions"),
         (name = "user", description = "The signed-in user's account"),
+        (name = "api-keys", description = "The user's third-party API keys, encrypted at rest and shown masked"),
         (name = "health", description = "Liveness and readiness"),
         (name = "docs", description = "This document"),
     )

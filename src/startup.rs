@@ -28,6 +28,7 @@ use crate::{
     error::ApiError,
     openapi, routes,
     store::{MongoStore, SqliteStore, Store},
+    vault::KeyRing,
 };
 
 /// Everything a handler may need, shared by all workers.
@@ -39,6 +40,8 @@ pub struct AppState {
     pub csrf: CsrfKey,
     pub cookies: CookieConfig,
     pub limiter: RateLimiter,
+    /// The encryption keys that seal and open stored API keys.
+    pub vault: KeyRing,
     /// The OpenAPI document, rendered once.
     pub openapi: web::Bytes,
 }
@@ -47,6 +50,21 @@ pub struct AppState {
 pub struct Application {
     port: u16,
     server: Server,
+}
+
+/// Fills in development secrets from the data directory when the embedded store runs without
+/// configured ones (configuration already refused MongoDB without them).
+pub fn resolve_secrets(settings: &mut Settings) -> anyhow::Result<()> {
+    if settings.jwt_secret.is_none() || settings.encryption_keys.is_none() {
+        let dir = settings
+            .data_dir()
+            .context("secrets are required with this database")?
+            .to_owned();
+        let (jwt, keys) = dev_secrets::load_or_create(&dir)?;
+        settings.jwt_secret.get_or_insert(jwt);
+        settings.encryption_keys.get_or_insert(keys);
+    }
+    Ok(())
 }
 
 /// Opens the store the database URL names.
@@ -68,15 +86,7 @@ pub async fn open_store(settings: &Settings) -> anyhow::Result<Arc<dyn Store>> {
 impl Application {
     /// Opens the store, binds the listener (port 0 picks a free one) and builds the server.
     pub async fn build(mut settings: Settings) -> anyhow::Result<Self> {
-        if settings.jwt_secret.is_none() || settings.encryption_keys.is_none() {
-            let dir = settings
-                .data_dir()
-                .context("secrets are required with this database")?
-                .to_owned();
-            let (jwt, keys) = dev_secrets::load_or_create(&dir)?;
-            settings.jwt_secret.get_or_insert(jwt);
-            settings.encryption_keys.get_or_insert(keys);
-        }
+        resolve_secrets(&mut settings)?;
         let store = open_store(&settings).await?;
         let listener = TcpListener::bind(settings.listen)
             .with_context(|| format!("binding {}", settings.listen))?;
@@ -115,7 +125,14 @@ impl Application {
             store.backend(),
             settings.public_url
         );
+        let vault = KeyRing::new(
+            settings
+                .encryption_keys
+                .as_deref()
+                .context("AUTHVAULT_ENCRYPTION_KEYS is not set")?,
+        );
         let state = web::Data::new(AppState {
+            vault,
             jwt: JwtKeys::new(
                 &secret,
                 settings.public_url.as_str().trim_end_matches('/'),

@@ -148,7 +148,11 @@ pub(crate) async fn start_session(
         user_agent,
         ip: Some(ip.0.to_string()),
     };
-    state.store.create_session(&record).await?;
+    match state.store.create_session(&record).await {
+        // The user was deleted while signing in.
+        Err(StoreError::Conflict) => return Err(ApiError::Unauthenticated),
+        other => other?,
+    }
     let issued = state.jwt.issue(user, &record, now)?;
     let cookie = state
         .cookies

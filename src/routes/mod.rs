@@ -1,11 +1,12 @@
 //! HTTP resources, one module per area of the contract, and the bodies they exchange.
 
 use actix_web::{web, HttpResponse};
-use serde::Serialize;
+use serde::{Deserialize, Deserializer, Serialize};
 use utoipa::ToSchema;
 
 use crate::{clock::rfc3339, domain::User, error::ApiError};
 
+pub mod api_keys;
 pub mod auth;
 pub mod docs;
 pub mod health;
@@ -18,6 +19,16 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
     docs::configure(cfg);
     auth::configure(cfg);
     user::configure(cfg);
+    api_keys::configure(cfg);
+}
+
+/// Distinguishes an absent field (`None`) from an explicit `null` (`Some(None)`).
+pub(crate) fn double_option<'de, T, D>(de: D) -> Result<Option<Option<T>>, D::Error>
+where
+    T: Deserialize<'de>,
+    D: Deserializer<'de>,
+{
+    Option::<T>::deserialize(de).map(Some)
 }
 
 /// The answer for a method a resource does not support.

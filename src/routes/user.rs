@@ -1,7 +1,7 @@
 //! `/api/user`: the signed-in user's profile, password and account.
 
 use actix_web::{web, HttpResponse};
-use serde::{Deserialize, Deserializer};
+use serde::Deserialize;
 use utoipa::ToSchema;
 
 use super::{
@@ -27,15 +27,6 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
     .service(resource("/api/user/password").route(web::post().to(change_password)));
 }
 
-/// Distinguishes an absent field (`None`) from an explicit `null` (`Some(None)`).
-fn double_option<'de, T, D>(de: D) -> Result<Option<Option<T>>, D::Error>
-where
-    T: Deserialize<'de>,
-    D: Deserializer<'de>,
-{
-    Option::<T>::deserialize(de).map(Some)
-}
-
 #[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 #[schema(example = json!({"name": "Ada King", "image": "https://example.com/ada.png"}))]
@@ -45,7 +36,7 @@ pub struct UpdateUserRequest {
     #[schema(min_length = 1, max_length = 100)]
     pub name: Option<String>,
     /// An http(s) URL of at most 2048 characters; `null` removes the image.
-    #[serde(default, deserialize_with = "double_option")]
+    #[serde(default, deserialize_with = "super::double_option")]
     #[schema(value_type = Option<String>, format = "uri", max_length = 2048)]
     pub image: Option<Option<String>>,
 }

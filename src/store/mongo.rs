@@ -545,6 +545,10 @@ impl KeyStore for MongoStore {
         after: Option<UserId>,
         limit: u32,
     ) -> Result<Vec<(UserId, Vec<StoredKey>)>, StoreError> {
+        // MongoDB reads a limit of 0 as "no limit".
+        if limit == 0 {
+            return Ok(Vec::new());
+        }
         let mut filter = doc! {"apiKeys": {"$exists": true, "$ne": {}}};
         if let Some(after) = after {
             filter.insert("_id", doc! {"$gt": after.to_string()});

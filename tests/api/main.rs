@@ -4,6 +4,7 @@
 #[macro_use]
 mod helpers;
 
+mod api_keys;
 mod auth;
 mod hardening;
 mod user;

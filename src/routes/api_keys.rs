@@ -1,0 +1,215 @@
+//! `/api/user/api-keys`: the signed-in user's third-party API keys, sealed at rest and shown
+//! masked.
+
+use actix_web::{web, HttpResponse};
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+
+use super::{json::ApiJson, resource};
+use crate::{
+    auth::CurrentUser,
+    clock::{self, rfc3339},
+    domain::{ApiKeyValue, FieldErrors, KeyProvider, UserId},
+    error::ApiError,
+    startup::AppState,
+    store::{KeyChange, StoredKey},
+    vault::{KeyRing, Masked},
+};
+
+pub fn configure(cfg: &mut web::ServiceConfig) {
+    cfg.service(
+        resource("/api/user/api-keys")
+            .route(web::get().to(list_api_keys))
+            .route(web::post().to(update_api_keys)),
+    )
+    .service(resource("/api/user/api-keys/{provider}").route(web::delete().to(delete_api_key)));
+}
+
+/// A stored key as it may be shown.
+#[derive(Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+#[schema(example = json!({"masked": "sk-abc12...wxyz", "updatedAt": "2026-11-25T15:16:03.123Z"}))]
+pub struct MaskedKey {
+    /// 24+ characters: first 8 and last 4; 12-23: `...` and the last 4; shorter: `********`.
+    pub masked: String,
+    #[schema(format = DateTime)]
+    pub updated_at: String,
+}
+
+/// Every supported provider; `null` where no key is stored.
+#[derive(Serialize, ToSchema, Default)]
+pub struct ApiKeysMap {
+    #[serde(rename = "togetherAI")]
+    pub together_ai: Option<MaskedKey>,
+    #[serde(rename = "codeRabbit")]
+    pub code_rabbit: Option<MaskedKey>,
+    pub oumi: Option<MaskedKey>,
+    pub kestra: Option<MaskedKey>,
+}
+
+#[derive(Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+#[schema(example = json!({"apiKeys": {"togetherAI": {"masked": "sk-abc12...wxyz", "updatedAt": "2026-11-25T15:16:03.123Z"},
+    "codeRabbit": null, "oumi": null, "kestra": null}}))]
+pub struct ApiKeysBody {
+    pub api_keys: ApiKeysMap,
+}
+
+/// A partial update: a string sets the key, `null` or `""` removes it, an absent field leaves
+/// it as it is. Keys are 1-512 printable ASCII characters without spaces.
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+#[schema(example = json!({"togetherAI": "tgp_v1_0123456789abcdefghijklmnop", "oumi": null}))]
+pub struct UpdateApiKeysRequest {
+    #[serde(
+        rename = "togetherAI",
+        default,
+        deserialize_with = "super::double_option"
+    )]
+    #[schema(value_type = Option<String>, min_length = 0, max_length = 512)]
+    pub together_ai: Option<Option<String>>,
+    #[serde(
+        rename = "codeRabbit",
+        default,
+        deserialize_with = "super::double_option"
+    )]
+    #[schema(value_type = Option<String>, min_length = 0, max_length = 512)]
+    pub code_rabbit: Option<Option<String>>,
+    #[serde(default, deserialize_with = "super::double_option")]
+    #[schema(value_type = Option<String>, min_length = 0, max_length = 512)]
+    pub oumi: Option<Option<String>>,
+    #[serde(default, deserialize_with = "super::double_option")]
+    #[schema(value_type = Option<String>, min_length = 0, max_length = 512)]
+    pub kestra: Option<Option<String>>,
+}
+
+/// Opens and masks every stored key; a key that does not open fails the whole answer.
+fn masked_body(vault: &KeyRing, user: UserId, keys: &[StoredKey]) -> Result<ApiKeysBody, ApiError> {
+    let mut map = ApiKeysMap::default();
+    for key in keys {
+        let plaintext = vault.open(user, key.provider, &key.sealed).map_err(|e| {
+            log::error!(
+                "user {user}: stored {} key (sealed with key id {}) does not open: {e}",
+                key.provider,
+                key.sealed.key_id
+            );
+            ApiError::VaultOpenFailed
+        })?;
+        let shown = Some(MaskedKey {
+            masked: Masked::of(secrecy::ExposeSecret::expose_secret(&plaintext)).to_string(),
+            updated_at: rfc3339(key.updated_at),
+        });
+        match key.provider {
+            KeyProvider::TogetherAi => map.together_ai = shown,
+            KeyProvider::CodeRabbit => map.code_rabbit = shown,
+            KeyProvider::Oumi => map.oumi = shown,
+            KeyProvider::Kestra => map.kestra = shown,
+        }
+    }
+    Ok(ApiKeysBody { api_keys: map })
+}
+
+async fn answer(state: &AppState, user: UserId) -> Result<HttpResponse, ApiError> {
+    let keys = state.store.api_keys(user).await?;
+    Ok(HttpResponse::Ok().json(masked_body(&state.vault, user, &keys)?))
+}
+
+/// The user's keys, masked.
+#[utoipa::path(get, path = "/api/user/api-keys", tag = "api-keys",
+    security(("bearer" = []), ("cookie" = [])),
+    responses(
+        (status = 200, description = "Every provider, masked or null", body = ApiKeysBody),
+        (status = 401, description = "`unauthenticated`", body = crate::error::Problem, content_type = "application/problem+json"),
+        (status = 500, description = "`vault_open_failed`: a stored key does not decrypt", body = crate::error::Problem, content_type = "application/problem+json"),
+        (status = 503, description = "`store_unavailable`", body = crate::error::Problem, content_type = "application/problem+json"),
+    ))]
+pub async fn list_api_keys(
+    state: web::Data<AppState>,
+    current: CurrentUser,
+) -> Result<HttpResponse, ApiError> {
+    answer(&state, current.id).await
+}
+
+/// Set or remove keys.
+#[utoipa::path(post, path = "/api/user/api-keys", tag = "api-keys",
+    security(("bearer" = []), ("cookie" = [])),
+    request_body = UpdateApiKeysRequest,
+    responses(
+        (status = 200, description = "Every provider after the update, masked or null", body = ApiKeysBody),
+        (status = 400, description = "`validation_failed`: an unknown provider or an invalid key", body = crate::error::Problem, content_type = "application/problem+json"),
+        (status = 401, description = "`unauthenticated`", body = crate::error::Problem, content_type = "application/problem+json"),
+        (status = 403, description = "`csrf_failed` or `origin_forbidden`", body = crate::error::Problem, content_type = "application/problem+json"),
+        (status = 413, description = "`payload_too_large`", body = crate::error::Problem, content_type = "application/problem+json"),
+        (status = 415, description = "`unsupported_media_type`", body = crate::error::Problem, content_type = "application/problem+json"),
+        (status = 500, description = "`vault_open_failed`", body = crate::error::Problem, content_type = "application/problem+json"),
+        (status = 503, description = "`store_unavailable`", body = crate::error::Problem, content_type = "application/problem+json"),
+    ))]
+pub async fn update_api_keys(
+    state: web::Data<AppState>,
+    current: CurrentUser,
+    ApiJson(body): ApiJson<UpdateApiKeysRequest>,
+) -> Result<HttpResponse, ApiError> {
+    let requested = [
+        (KeyProvider::TogetherAi, body.together_ai),
+        (KeyProvider::CodeRabbit, body.code_rabbit),
+        (KeyProvider::Oumi, body.oumi),
+        (KeyProvider::Kestra, body.kestra),
+    ];
+    let mut errors = FieldErrors::new();
+    let mut changes: Vec<KeyChange> = Vec::with_capacity(4);
+    for (provider, value) in requested {
+        match value {
+            None => {}
+            Some(None) => changes.push((provider, None)),
+            Some(Some(raw)) if raw.is_empty() => changes.push((provider, None)),
+            Some(Some(raw)) => {
+                if let Some(key) = errors.take(ApiKeyValue::parse(&raw, provider.as_str())) {
+                    let sealed = state
+                        .vault
+                        .seal(current.id, provider, key.expose())
+                        .map_err(ApiError::internal)?;
+                    changes.push((provider, Some(sealed)));
+                }
+            }
+        }
+    }
+    errors.finish()?;
+    if !changes.is_empty()
+        && !state
+            .store
+            .update_api_keys(current.id, &changes, clock::now())
+            .await?
+    {
+        return Err(ApiError::Unauthenticated);
+    }
+    log::info!("user {} updated {} api key(s)", current.id, changes.len());
+    answer(&state, current.id).await
+}
+
+/// Remove one key.
+#[utoipa::path(delete, path = "/api/user/api-keys/{provider}", tag = "api-keys",
+    security(("bearer" = []), ("cookie" = [])),
+    params(("provider" = String, Path, description = "`togetherAI`, `codeRabbit`, `oumi` or `kestra`")),
+    responses(
+        (status = 204, description = "The key is gone (or was never set)"),
+        (status = 401, description = "`unauthenticated`", body = crate::error::Problem, content_type = "application/problem+json"),
+        (status = 403, description = "`csrf_failed` or `origin_forbidden`", body = crate::error::Problem, content_type = "application/problem+json"),
+        (status = 404, description = "`unknown_provider`", body = crate::error::Problem, content_type = "application/problem+json"),
+        (status = 503, description = "`store_unavailable`", body = crate::error::Problem, content_type = "application/problem+json"),
+    ))]
+pub async fn delete_api_key(
+    state: web::Data<AppState>,
+    current: CurrentUser,
+    provider: web::Path<String>,
+) -> Result<HttpResponse, ApiError> {
+    let provider = KeyProvider::parse(&provider).ok_or(ApiError::UnknownProvider)?;
+    if !state
+        .store
+        .update_api_keys(current.id, &[(provider, None)], clock::now())
+        .await?
+    {
+        return Err(ApiError::Unauthenticated);
+    }
+    log::info!("user {} removed their {provider} key", current.id);
+    Ok(HttpResponse::NoContent().finish())
+}

@@ -1,0 +1,131 @@
+//! Re-sealing every stored key with the newest encryption key.
+//!
+//! Safe to interrupt and re-run (each key is replaced atomically, and keys already sealed with
+//! the newest key are skipped), and safe beside a serving instance: a key is replaced only if it
+//! still holds the seal that was read, so a change the user made meanwhile always wins.
+
+use super::KeyRing;
+use crate::{
+    domain::{KeyProvider, UserId},
+    store::{Store, StoreError, StoredKey},
+};
+
+const PAGE: u32 = 100;
+const ATTEMPTS: usize = 5;
+
+/// What a rotation run did.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct RotationReport {
+    /// Keys re-sealed with the newest encryption key.
+    pub resealed: u64,
+    /// Keys that needed nothing: already sealed with the newest key, or removed meanwhile.
+    pub current: u64,
+    /// Keys that could not be opened (their encryption key is missing or they were tampered).
+    pub failed: u64,
+}
+
+impl RotationReport {
+    pub fn done(&self) -> u64 {
+        self.resealed + self.current + self.failed
+    }
+}
+
+/// Progress as the run goes; the command line shows it as a bar or as lines.
+pub enum Progress<'a> {
+    Started {
+        total: u64,
+    },
+    Advanced {
+        report: &'a RotationReport,
+    },
+    Failed {
+        user: UserId,
+        provider: KeyProvider,
+        key_id: &'a str,
+    },
+}
+
+enum Outcome {
+    Resealed,
+    Current,
+    Failed,
+}
+
+async fn rotate_one(
+    store: &dyn Store,
+    ring: &KeyRing,
+    user: UserId,
+    mut key: StoredKey,
+) -> Result<Outcome, StoreError> {
+    for _ in 0..ATTEMPTS {
+        if key.sealed.key_id == ring.current_id() {
+            return Ok(Outcome::Current);
+        }
+        let Ok(plaintext) = ring.open(user, key.provider, &key.sealed) else {
+            return Ok(Outcome::Failed);
+        };
+        let resealed = ring
+            .seal(
+                user,
+                key.provider,
+                secrecy::ExposeSecret::expose_secret(&plaintext),
+            )
+            .map_err(|e| StoreError::Other(e.into()))?;
+        if store
+            .reseal_api_key(user, key.provider, &key.sealed.nonce, &resealed)
+            .await?
+        {
+            return Ok(Outcome::Resealed);
+        }
+        // The user changed or removed the key meanwhile: look again.
+        match store
+            .api_keys(user)
+            .await?
+            .into_iter()
+            .find(|k| k.provider == key.provider)
+        {
+            Some(fresh) => key = fresh,
+            None => return Ok(Outcome::Current),
+        }
+    }
+    Ok(Outcome::Failed)
+}
+
+/// Re-seals every key not sealed with `ring`'s newest key.
+pub async fn rotate_all(
+    store: &dyn Store,
+    ring: &KeyRing,
+    mut progress: impl FnMut(Progress<'_>),
+) -> Result<RotationReport, StoreError> {
+    progress(Progress::Started {
+        total: store.count_api_keys().await?,
+    });
+    let mut report = RotationReport::default();
+    let mut after = None;
+    loop {
+        let page = store.api_keys_page(after, PAGE).await?;
+        let Some((last, _)) = page.last() else {
+            break;
+        };
+        after = Some(*last);
+        for (user, keys) in page {
+            for key in keys {
+                let (provider, key_id) = (key.provider, key.sealed.key_id.clone());
+                match rotate_one(store, ring, user, key).await? {
+                    Outcome::Resealed => report.resealed += 1,
+                    Outcome::Current => report.current += 1,
+                    Outcome::Failed => {
+                        report.failed += 1;
+                        progress(Progress::Failed {
+                            user,
+                            provider,
+                            key_id: &key_id,
+                        });
+                    }
+                }
+            }
+            progress(Progress::Advanced { report: &report });
+        }
+    }
+    Ok(report)
+}
