@@ -48,6 +48,16 @@ pub enum ApiError {
     StoreUnavailable,
     #[error("a stored key could not be opened")]
     VaultOpenFailed,
+    #[error("no Together AI key stored")]
+    MissingApiKey,
+    #[error("upstream rejected the key")]
+    UpstreamKeyRejected,
+    #[error("upstream rate limited")]
+    UpstreamRateLimited { retry_after: Duration },
+    #[error("upstream error")]
+    UpstreamError,
+    #[error("upstream timeout")]
+    UpstreamTimeout,
     #[error("internal error: {0:#}")]
     Internal(anyhow::Error),
 }
@@ -124,6 +134,27 @@ impl ApiError {
                 S::INTERNAL_SERVER_ERROR,
                 "A stored key could not be decrypted",
             ),
+            Self::MissingApiKey => kind(
+                "missing_api_key",
+                S::BAD_REQUEST,
+                "No Together AI key is stored",
+            ),
+            Self::UpstreamKeyRejected => kind(
+                "upstream_key_rejected",
+                S::UNPROCESSABLE_ENTITY,
+                "The provider rejected your API key",
+            ),
+            Self::UpstreamRateLimited { .. } => kind(
+                "upstream_rate_limited",
+                S::TOO_MANY_REQUESTS,
+                "The provider is rate limiting your key",
+            ),
+            Self::UpstreamError => kind("upstream_error", S::BAD_GATEWAY, "The provider failed"),
+            Self::UpstreamTimeout => kind(
+                "upstream_timeout",
+                S::GATEWAY_TIMEOUT,
+                "The provider did not answer in time",
+            ),
             Self::Internal(_) => kind(
                 "internal",
                 S::INTERNAL_SERVER_ERROR,
@@ -172,6 +203,16 @@ impl ApiError {
                 )
             }
             Self::StoreUnavailable => "The database did not answer in time; retry shortly.".into(),
+            Self::MissingApiKey => "Store your Together AI key first: POST /api/user/api-keys with {\"togetherAI\": \"...\"}.".into(),
+            Self::UpstreamKeyRejected => {
+                "Together AI refused the stored key; check it and store it again.".into()
+            }
+            Self::UpstreamRateLimited { retry_after } => format!(
+                "Together AI is rate limiting your key; retry in {} seconds.",
+                retry_secs(*retry_after)
+            ),
+            Self::UpstreamError => "Together AI failed to answer; retry later.".into(),
+            Self::UpstreamTimeout => "Together AI did not answer in time; retry later.".into(),
             Self::VaultOpenFailed => {
                 "A stored API key could not be decrypted; set it again, or ask the operator to check the encryption keys."
                     .into()
@@ -237,7 +278,7 @@ impl ResponseError for ApiError {
         }
         let mut res = HttpResponse::build(self.status_code());
         match self {
-            Self::RateLimited { retry_after } => {
+            Self::RateLimited { retry_after } | Self::UpstreamRateLimited { retry_after } => {
                 res.insert_header((header::RETRY_AFTER, retry_secs(*retry_after).to_string()));
             }
             Self::Unauthenticated | Self::InvalidCredentials | Self::ReauthRequired => {
@@ -271,6 +312,21 @@ impl From<crate::domain::FieldError> for ApiError {
     }
 }
 
+impl From<crate::upstream::UpstreamError> for ApiError {
+    fn from(error: crate::upstream::UpstreamError) -> Self {
+        use crate::upstream::UpstreamError as U;
+        match error {
+            U::KeyRejected => Self::UpstreamKeyRejected,
+            U::RateLimited { retry_after } => Self::UpstreamRateLimited { retry_after },
+            U::Timeout => Self::UpstreamTimeout,
+            U::Failed(why) => {
+                log::warn!("upstream failure: {why}");
+                Self::UpstreamError
+            }
+        }
+    }
+}
+
 impl From<FieldErrors> for ApiError {
     fn from(errors: FieldErrors) -> Self {
         Self::Validation(errors)
@@ -294,6 +350,11 @@ pub const ALL_CODES: &[&str] = &[
     "rate_limited",
     "store_unavailable",
     "vault_open_failed",
+    "missing_api_key",
+    "upstream_key_rejected",
+    "upstream_rate_limited",
+    "upstream_error",
+    "upstream_timeout",
     "internal",
 ];
 
@@ -377,6 +438,13 @@ mod tests {
             },
             ApiError::StoreUnavailable,
             ApiError::VaultOpenFailed,
+            ApiError::MissingApiKey,
+            ApiError::UpstreamKeyRejected,
+            ApiError::UpstreamRateLimited {
+                retry_after: Duration::from_secs(3),
+            },
+            ApiError::UpstreamError,
+            ApiError::UpstreamTimeout,
             ApiError::internal(anyhow::anyhow!("x")),
         ];
         for e in &samples {

@@ -12,4 +12,5 @@ pub mod random;
 pub mod routes;
 pub mod startup;
 pub mod store;
+pub mod upstream;
 pub mod vault;

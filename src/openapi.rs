@@ -35,6 +35,7 @@ use crate::{error, routes};
         routes::api_keys::list_api_keys,
         routes::api_keys::update_api_keys,
         routes::api_keys::delete_api_key,
+        routes::generate::generate,
         routes::health::healthz,
         routes::health::readyz,
         routes::docs::openapi_json,
@@ -45,6 +46,7 @@ use crate::{error, routes};
         (name = "auth", description = "Sign-up, sign-in, sessions"),
         (name = "user", description = "The signed-in user's account"),
         (name = "api-keys", description = "The user's third-party API keys, encrypted at rest and shown masked"),
+        (name = "generate", description = "Code generation with the user's own Together AI key"),
         (name = "health", description = "Liveness and readiness"),
         (name = "docs", description = "This document"),
     )

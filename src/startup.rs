@@ -28,6 +28,7 @@ use crate::{
     error::ApiError,
     openapi, routes,
     store::{MongoStore, SqliteStore, Store},
+    upstream::together::TogetherClient,
     vault::KeyRing,
 };
 
@@ -42,6 +43,8 @@ pub struct AppState {
     pub limiter: RateLimiter,
     /// The encryption keys that seal and open stored API keys.
     pub vault: KeyRing,
+    /// Together AI, with one pooled HTTP client.
+    pub together: TogetherClient,
     /// The OpenAPI document, rendered once.
     pub openapi: web::Bytes,
 }
@@ -131,7 +134,16 @@ impl Application {
                 .as_deref()
                 .context("AUTHVAULT_ENCRYPTION_KEYS is not set")?,
         );
+        let http = reqwest::Client::builder()
+            .connect_timeout(Duration::from_secs(5))
+            .pool_idle_timeout(Duration::from_secs(90))
+            .user_agent(concat!("authvault/", env!("CARGO_PKG_VERSION")))
+            .build()
+            .context("building the HTTP client")?;
+        let together =
+            TogetherClient::new(http, &settings.together_api_url, settings.generate_timeout);
         let state = web::Data::new(AppState {
+            together,
             vault,
             jwt: JwtKeys::new(
                 &secret,

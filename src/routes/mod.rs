@@ -9,6 +9,7 @@ use crate::{clock::rfc3339, domain::User, error::ApiError};
 pub mod api_keys;
 pub mod auth;
 pub mod docs;
+pub mod generate;
 pub mod health;
 pub mod json;
 pub mod user;
@@ -20,6 +21,7 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
     auth::configure(cfg);
     user::configure(cfg);
     api_keys::configure(cfg);
+    generate::configure(cfg);
 }
 
 /// Distinguishes an absent field (`None`) from an explicit `null` (`Some(None)`).

@@ -6,5 +6,6 @@ mod helpers;
 
 mod api_keys;
 mod auth;
+mod generate;
 mod hardening;
 mod user;
