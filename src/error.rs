@@ -50,6 +50,18 @@ pub enum ApiError {
     VaultOpenFailed,
     #[error("no Together AI key stored")]
     MissingApiKey,
+    #[error("callback URL not allowed")]
+    InvalidCallbackUrl,
+    #[error("invalid OAuth state")]
+    InvalidState,
+    #[error("account not linked")]
+    AccountNotLinked,
+    #[error("provider error")]
+    ProviderError,
+    #[error("invalid one-time code")]
+    InvalidCode,
+    #[error("last sign-in method")]
+    LastSignInMethod,
     #[error("upstream rejected the key")]
     UpstreamKeyRejected,
     #[error("upstream rate limited")]
@@ -134,6 +146,32 @@ impl ApiError {
                 S::INTERNAL_SERVER_ERROR,
                 "A stored key could not be decrypted",
             ),
+            Self::InvalidCallbackUrl => kind(
+                "invalid_callback_url",
+                S::BAD_REQUEST,
+                "Callback URL not allowed",
+            ),
+            Self::InvalidState => kind(
+                "invalid_state",
+                S::BAD_REQUEST,
+                "Invalid or expired sign-in attempt",
+            ),
+            Self::AccountNotLinked => kind(
+                "account_not_linked",
+                S::CONFLICT,
+                "An account with this email exists",
+            ),
+            Self::ProviderError => kind(
+                "provider_error",
+                S::BAD_GATEWAY,
+                "The sign-in provider failed",
+            ),
+            Self::InvalidCode => kind("invalid_code", S::BAD_REQUEST, "Invalid one-time code"),
+            Self::LastSignInMethod => kind(
+                "last_sign_in_method",
+                S::CONFLICT,
+                "This is the last way to sign in",
+            ),
             Self::MissingApiKey => kind(
                 "missing_api_key",
                 S::BAD_REQUEST,
@@ -203,6 +241,16 @@ impl ApiError {
                 )
             }
             Self::StoreUnavailable => "The database did not answer in time; retry shortly.".into(),
+            Self::InvalidCallbackUrl => {
+                "callbackUrl must be on the configured allow-list of origins or exact URLs.".into()
+            }
+            Self::InvalidState => {
+                "The sign-in attempt is unknown, expired or already used; start it again.".into()
+            }
+            Self::AccountNotLinked => "An account with this email exists but the provider did not vouch for the address; sign in with your password and link the provider from there.".into(),
+            Self::ProviderError => "The sign-in provider failed or sent an answer that did not verify; try again.".into(),
+            Self::InvalidCode => "The code is unknown, used, expired, or the code verifier does not match.".into(),
+            Self::LastSignInMethod => "Set a password or link another provider before removing this one.".into(),
             Self::MissingApiKey => "Store your Together AI key first: POST /api/user/api-keys with {\"togetherAI\": \"...\"}.".into(),
             Self::UpstreamKeyRejected => {
                 "Together AI refused the stored key; check it and store it again.".into()
@@ -351,6 +399,12 @@ pub const ALL_CODES: &[&str] = &[
     "store_unavailable",
     "vault_open_failed",
     "missing_api_key",
+    "invalid_callback_url",
+    "invalid_state",
+    "account_not_linked",
+    "provider_error",
+    "invalid_code",
+    "last_sign_in_method",
     "upstream_key_rejected",
     "upstream_rate_limited",
     "upstream_error",
@@ -439,6 +493,12 @@ mod tests {
             ApiError::StoreUnavailable,
             ApiError::VaultOpenFailed,
             ApiError::MissingApiKey,
+            ApiError::InvalidCallbackUrl,
+            ApiError::InvalidState,
+            ApiError::AccountNotLinked,
+            ApiError::ProviderError,
+            ApiError::InvalidCode,
+            ApiError::LastSignInMethod,
             ApiError::UpstreamKeyRejected,
             ApiError::UpstreamRateLimited {
                 retry_after: Duration::from_secs(3),

@@ -20,6 +20,7 @@ use crate::{
         cookies::CookieConfig,
         csrf::{self, CsrfKey},
         jwt::JwtKeys,
+        oauth_flow::FlowKey,
         password::Hasher,
         rate_limit::{Limits, RateLimiter},
     },
@@ -28,7 +29,7 @@ use crate::{
     error::ApiError,
     openapi, routes,
     store::{MongoStore, SqliteStore, Store},
-    upstream::together::TogetherClient,
+    upstream::{github::GithubClient, google::GoogleClient, together::TogetherClient},
     vault::KeyRing,
 };
 
@@ -43,6 +44,11 @@ pub struct AppState {
     pub limiter: RateLimiter,
     /// The encryption keys that seal and open stored API keys.
     pub vault: KeyRing,
+    /// GitHub and Google sign-in, when configured.
+    pub github: Option<GithubClient>,
+    pub google: Option<GoogleClient>,
+    /// Signs the OAuth flow cookie.
+    pub oauth_flow: FlowKey,
     /// Together AI, with one pooled HTTP client.
     pub together: TogetherClient,
     /// The OpenAPI document, rendered once.
@@ -142,7 +148,40 @@ impl Application {
             .context("building the HTTP client")?;
         let together =
             TogetherClient::new(http, &settings.together_api_url, settings.generate_timeout);
+        // Provider calls never follow redirects and never wait long.
+        let oauth_http = reqwest::Client::builder()
+            .redirect(reqwest::redirect::Policy::none())
+            .connect_timeout(Duration::from_secs(5))
+            .timeout(Duration::from_secs(10))
+            .user_agent(concat!("authvault/", env!("CARGO_PKG_VERSION")))
+            .build()
+            .context("building the OAuth HTTP client")?;
+        let base = settings
+            .public_url
+            .as_str()
+            .trim_end_matches('/')
+            .to_owned();
+        let github = match &settings.github.client {
+            Some(client) => Some(GithubClient::new(
+                &settings.github,
+                client,
+                &format!("{base}/api/auth/callback/github"),
+                oauth_http.clone(),
+            )?),
+            None => None,
+        };
+        let google = settings.google.client.as_ref().map(|client| {
+            GoogleClient::new(
+                &settings.google,
+                client,
+                &format!("{base}/api/auth/callback/google"),
+                oauth_http.clone(),
+            )
+        });
         let state = web::Data::new(AppState {
+            github,
+            google,
+            oauth_flow: FlowKey::derive(&secret),
             together,
             vault,
             jwt: JwtKeys::new(

@@ -92,6 +92,25 @@ conformance!(
     api_keys_page_starts_after_any_id_and_honours_small_limits,
     count_api_keys_counts_keys_over_all_users_and_drops_after_removals,
     delete_user_deletes_the_users_api_keys,
+    create_user_with_identity_creates_a_user_linked_to_it_and_found_by_it,
+    an_unknown_identity_reads_as_absent,
+    the_same_identity_for_a_second_new_user_is_a_conflict_and_leaves_no_user_behind,
+    create_user_with_identity_with_a_taken_email_is_a_conflict_and_leaves_no_identity_behind,
+    concurrent_sign_ups_with_one_identity_create_exactly_one_user,
+    link_identity_adds_providers_to_a_password_user_in_order_and_bumps_updated_at,
+    link_identity_of_an_unknown_user_is_false_and_links_nothing,
+    linking_an_identity_that_is_linked_already_is_a_conflict_and_changes_nothing,
+    a_user_cannot_link_two_identities_of_one_provider,
+    unlink_identity_removes_the_identity_once_then_is_false,
+    an_unlinked_identity_can_be_linked_to_another_user,
+    delete_user_removes_the_users_identities_and_frees_them,
+    a_put_token_is_taken_once_with_its_record_then_is_gone,
+    a_second_put_token_with_the_same_kind_and_hash_is_a_conflict,
+    tokens_of_different_kinds_with_the_same_hash_are_independent,
+    an_expired_token_is_not_taken_and_is_gone,
+    a_token_without_a_user_is_taken_without_one,
+    concurrent_takes_of_one_token_give_it_exactly_once,
+    delete_user_removes_the_users_tokens,
     ping_succeeds,
 );
 
@@ -209,6 +228,88 @@ async fn all_key_pages(store: &Arc<dyn Store>, limit: u32) -> Vec<Vec<(UserId, V
         after = Some(*last);
         pages.push(page);
         assert!(pages.len() <= 100, "paging does not end");
+    }
+}
+
+/// A user signing up through a provider: no password.
+fn oauth_user(address: &str, created_at: OffsetDateTime) -> NewUser {
+    NewUser {
+        password_hash: None,
+        ..new_user(address, created_at)
+    }
+}
+
+/// Creates a user linked to `(provider, account_id)` from the start.
+async fn create_with_identity(
+    store: &Arc<dyn Store>,
+    address: &str,
+    provider: AuthProvider,
+    account_id: &str,
+    at: OffsetDateTime,
+) -> User {
+    store
+        .create_user_with_identity(oauth_user(address, at), provider, account_id)
+        .await
+        .expect("user with identity is created")
+}
+
+/// Links an identity to a user that exists.
+async fn link(
+    store: &Arc<dyn Store>,
+    user: UserId,
+    provider: AuthProvider,
+    account_id: &str,
+    now: OffsetDateTime,
+) {
+    assert!(
+        store
+            .link_identity(user, provider, account_id, now)
+            .await
+            .unwrap(),
+        "link_identity of an existing user is true"
+    );
+}
+
+/// The id of the user an identity is linked to, if any.
+async fn identity_owner(
+    store: &Arc<dyn Store>,
+    provider: AuthProvider,
+    account_id: &str,
+) -> Option<UserId> {
+    store
+        .user_by_identity(provider, account_id)
+        .await
+        .unwrap()
+        .map(|u| u.id)
+}
+
+#[track_caller]
+fn assert_conflict<T: std::fmt::Debug>(result: Result<T, StoreError>) {
+    assert!(
+        matches!(result, Err(StoreError::Conflict)),
+        "expected Conflict, got {result:?}"
+    );
+}
+
+async fn put(
+    store: &Arc<dyn Store>,
+    kind: &str,
+    hash: &str,
+    user: Option<UserId>,
+    data: &str,
+    expires_at: OffsetDateTime,
+) {
+    store
+        .put_token(kind, hash, user, data, expires_at)
+        .await
+        .expect("token is stored");
+}
+
+fn token(user: Option<UserId>, data: &str, expires_at: OffsetDateTime) -> TokenRecord {
+    TokenRecord {
+        user_id: user,
+        data: data.into(),
+        expires_at,
     }
 }
 
@@ -1197,6 +1298,654 @@ async fn delete_user_deletes_the_users_api_keys(store: Arc<dyn Store>) {
         .unwrap();
     assert!(!reseal);
     assert_eq!(store.count_api_keys().await.unwrap(), 1);
+}
+
+// ---- identities ----
+
+async fn create_user_with_identity_creates_a_user_linked_to_it_and_found_by_it(
+    store: Arc<dyn Store>,
+) {
+    let at = moment();
+    let new = oauth_user("ada@example.com", at);
+    let expected = User {
+        id: new.id,
+        name: new.name.clone(),
+        email: new.email.clone(),
+        image: new.image.clone(),
+        password_hash: None,
+        linked: vec![AuthProvider::Github],
+        created_at: at,
+        updated_at: at,
+    };
+
+    let created = store
+        .create_user_with_identity(new, AuthProvider::Github, "gh-1")
+        .await
+        .unwrap();
+    assert_same_user(&created, &expected);
+    assert_eq!(created.providers(), vec![AuthProvider::Github]);
+
+    let by_identity = store
+        .user_by_identity(AuthProvider::Github, "gh-1")
+        .await
+        .unwrap()
+        .unwrap();
+    assert_same_user(&by_identity, &expected);
+    let by_id = store.user_by_id(expected.id).await.unwrap().unwrap();
+    assert_same_user(&by_id, &expected);
+    let by_email = store.user_by_email(&expected.email).await.unwrap().unwrap();
+    assert_same_user(&by_email, &expected);
+
+    // With a password as well, the user can sign in both ways.
+    let with_password = new_user("grace@example.com", at);
+    let both = store
+        .create_user_with_identity(with_password, AuthProvider::Google, "g-1")
+        .await
+        .unwrap();
+    let stored = store.user_by_id(both.id).await.unwrap().unwrap();
+    assert_same_user(&stored, &both);
+    assert_eq!(
+        stored.providers(),
+        vec![AuthProvider::Credentials, AuthProvider::Google]
+    );
+}
+
+async fn an_unknown_identity_reads_as_absent(store: Arc<dyn Store>) {
+    assert_eq!(
+        identity_owner(&store, AuthProvider::Github, "gh-1").await,
+        None
+    );
+    let now = moment();
+    create_with_identity(&store, "ada@example.com", AuthProvider::Github, "gh-1", now).await;
+    create(&store, "grace@example.com", now).await;
+
+    // Another account id of the provider, and the same account id at another provider.
+    assert_eq!(
+        identity_owner(&store, AuthProvider::Github, "gh-2").await,
+        None
+    );
+    assert_eq!(
+        identity_owner(&store, AuthProvider::Google, "gh-1").await,
+        None
+    );
+    assert_eq!(identity_owner(&store, AuthProvider::Github, "").await, None);
+}
+
+async fn the_same_identity_for_a_second_new_user_is_a_conflict_and_leaves_no_user_behind(
+    store: Arc<dyn Store>,
+) {
+    let now = moment();
+    let first =
+        create_with_identity(&store, "ada@example.com", AuthProvider::Github, "gh-1", now).await;
+
+    let second = oauth_user("grace@example.com", now);
+    let second_id = second.id;
+    let result = store
+        .create_user_with_identity(second, AuthProvider::Github, "gh-1")
+        .await;
+
+    assert_conflict(result);
+    assert!(store.user_by_id(second_id).await.unwrap().is_none());
+    let grace = email("grace@example.com");
+    assert!(store.user_by_email(&grace).await.unwrap().is_none());
+    let owner = store
+        .user_by_identity(AuthProvider::Github, "gh-1")
+        .await
+        .unwrap()
+        .unwrap();
+    assert_same_user(&owner, &first);
+    // The email is free: nothing half-made holds it.
+    create(&store, "grace@example.com", now).await;
+}
+
+async fn create_user_with_identity_with_a_taken_email_is_a_conflict_and_leaves_no_identity_behind(
+    store: Arc<dyn Store>,
+) {
+    let now = moment();
+    let ada = create(&store, "ada@example.com", now).await;
+
+    let result = store
+        .create_user_with_identity(
+            oauth_user("ada@example.com", now),
+            AuthProvider::Github,
+            "gh-1",
+        )
+        .await;
+
+    assert_conflict(result);
+    assert_eq!(
+        identity_owner(&store, AuthProvider::Github, "gh-1").await,
+        None
+    );
+    let stored = store.user_by_id(ada.id).await.unwrap().unwrap();
+    assert_same_user(&stored, &ada);
+    // The identity is free: nothing half-made holds it.
+    let grace = create_with_identity(
+        &store,
+        "grace@example.com",
+        AuthProvider::Github,
+        "gh-1",
+        now,
+    )
+    .await;
+    assert_eq!(
+        identity_owner(&store, AuthProvider::Github, "gh-1").await,
+        Some(grace.id)
+    );
+}
+
+async fn concurrent_sign_ups_with_one_identity_create_exactly_one_user(store: Arc<dyn Store>) {
+    let at = moment();
+    let addresses: Vec<String> = (0..20).map(|i| format!("race{i}@example.com")).collect();
+    let tasks: Vec<_> = addresses
+        .iter()
+        .map(|address| {
+            let store = store.clone();
+            let new = oauth_user(address, at);
+            let id = new.id;
+            tokio::spawn(async move {
+                let result = store
+                    .create_user_with_identity(new, AuthProvider::Github, "gh-race")
+                    .await;
+                (id, result)
+            })
+        })
+        .collect();
+
+    let mut winners = Vec::new();
+    let mut conflicts = 0;
+    for task in tasks {
+        match task.await.unwrap() {
+            (id, Ok(user)) => {
+                assert_eq!(user.id, id);
+                assert_eq!(user.linked, vec![AuthProvider::Github]);
+                winners.push(id);
+            }
+            (_, Err(StoreError::Conflict)) => conflicts += 1,
+            (_, Err(other)) => panic!("expected Ok or Conflict, got {other:?}"),
+        }
+    }
+
+    assert_eq!(winners.len(), 1, "exactly one create succeeds");
+    assert_eq!(conflicts, 19, "every other create is a conflict");
+    assert_eq!(
+        identity_owner(&store, AuthProvider::Github, "gh-race").await,
+        Some(winners[0])
+    );
+    let mut existing = Vec::new();
+    for address in &addresses {
+        if let Some(user) = store.user_by_email(&email(address)).await.unwrap() {
+            existing.push(user.id);
+        }
+    }
+    assert_eq!(existing, winners, "only the winner's user exists");
+}
+
+async fn link_identity_adds_providers_to_a_password_user_in_order_and_bumps_updated_at(
+    store: Arc<dyn Store>,
+) {
+    let t0 = moment();
+    let ada = create(&store, "ada@example.com", t0).await;
+    let grace = create(&store, "grace@example.com", t0).await;
+
+    let t1 = t0 + Duration::seconds(1);
+    link(&store, ada.id, AuthProvider::Github, "gh-1", t1).await;
+    let user = store.user_by_id(ada.id).await.unwrap().unwrap();
+    assert_eq!(user.linked, vec![AuthProvider::Github]);
+    assert_eq!(
+        user.providers(),
+        vec![AuthProvider::Credentials, AuthProvider::Github]
+    );
+    assert_eq!(user.updated_at, t1);
+    assert_eq!(user.created_at, t0);
+    assert_eq!(user.password_hash, ada.password_hash);
+    let by_identity = store
+        .user_by_identity(AuthProvider::Github, "gh-1")
+        .await
+        .unwrap()
+        .unwrap();
+    assert_same_user(&by_identity, &user);
+
+    let t2 = t1 + Duration::seconds(1);
+    link(&store, ada.id, AuthProvider::Google, "g-1", t2).await;
+    let user = store.user_by_id(ada.id).await.unwrap().unwrap();
+    let all = vec![
+        AuthProvider::Credentials,
+        AuthProvider::Github,
+        AuthProvider::Google,
+    ];
+    assert_eq!(user.providers(), all);
+    assert_eq!(user.updated_at, t2);
+
+    // Linked the other way round, the providers come out in the same order.
+    link(&store, grace.id, AuthProvider::Google, "g-2", t1).await;
+    link(&store, grace.id, AuthProvider::Github, "gh-2", t2).await;
+    let user = store.user_by_id(grace.id).await.unwrap().unwrap();
+    assert_eq!(user.providers(), all);
+    let by_email = store.user_by_email(&grace.email).await.unwrap().unwrap();
+    assert_same_user(&by_email, &user);
+    assert_eq!(
+        identity_owner(&store, AuthProvider::Google, "g-2").await,
+        Some(grace.id)
+    );
+}
+
+async fn link_identity_of_an_unknown_user_is_false_and_links_nothing(store: Arc<dyn Store>) {
+    let now = moment();
+    let ada = create(&store, "ada@example.com", now).await;
+
+    let linked = store
+        .link_identity(UserId::new(), AuthProvider::Github, "gh-1", now)
+        .await
+        .unwrap();
+
+    assert!(!linked);
+    assert_eq!(
+        identity_owner(&store, AuthProvider::Github, "gh-1").await,
+        None
+    );
+    // The identity is free for a user who exists.
+    link(&store, ada.id, AuthProvider::Github, "gh-1", now).await;
+    assert_eq!(
+        identity_owner(&store, AuthProvider::Github, "gh-1").await,
+        Some(ada.id)
+    );
+}
+
+async fn linking_an_identity_that_is_linked_already_is_a_conflict_and_changes_nothing(
+    store: Arc<dyn Store>,
+) {
+    let t0 = moment();
+    let ada =
+        create_with_identity(&store, "ada@example.com", AuthProvider::Github, "gh-1", t0).await;
+    let grace = create(&store, "grace@example.com", t0).await;
+    let t1 = t0 + Duration::seconds(1);
+
+    // To another user, and again to its own user.
+    assert_conflict(
+        store
+            .link_identity(grace.id, AuthProvider::Github, "gh-1", t1)
+            .await,
+    );
+    assert_conflict(
+        store
+            .link_identity(ada.id, AuthProvider::Github, "gh-1", t1)
+            .await,
+    );
+
+    let owner = store
+        .user_by_identity(AuthProvider::Github, "gh-1")
+        .await
+        .unwrap()
+        .unwrap();
+    assert_same_user(&owner, &ada);
+    let stored = store.user_by_id(grace.id).await.unwrap().unwrap();
+    assert_same_user(&stored, &grace);
+}
+
+async fn a_user_cannot_link_two_identities_of_one_provider(store: Arc<dyn Store>) {
+    let t0 = moment();
+    let ada = create(&store, "ada@example.com", t0).await;
+    let grace = create(&store, "grace@example.com", t0).await;
+    link(&store, ada.id, AuthProvider::Github, "gh-1", t0).await;
+
+    let t1 = t0 + Duration::seconds(1);
+    assert_conflict(
+        store
+            .link_identity(ada.id, AuthProvider::Github, "gh-2", t1)
+            .await,
+    );
+
+    assert_eq!(
+        identity_owner(&store, AuthProvider::Github, "gh-2").await,
+        None
+    );
+    let user = store.user_by_id(ada.id).await.unwrap().unwrap();
+    assert_eq!(user.linked, vec![AuthProvider::Github]);
+    assert_eq!(user.updated_at, t0);
+    assert_eq!(
+        identity_owner(&store, AuthProvider::Github, "gh-1").await,
+        Some(ada.id)
+    );
+    // The same holds for a user created with an identity.
+    let alan =
+        create_with_identity(&store, "alan@example.com", AuthProvider::Google, "g-1", t0).await;
+    assert_conflict(
+        store
+            .link_identity(alan.id, AuthProvider::Google, "g-2", t1)
+            .await,
+    );
+    // The refused identity is still free for someone else.
+    link(&store, grace.id, AuthProvider::Github, "gh-2", t1).await;
+    assert_eq!(
+        identity_owner(&store, AuthProvider::Github, "gh-2").await,
+        Some(grace.id)
+    );
+}
+
+async fn unlink_identity_removes_the_identity_once_then_is_false(store: Arc<dyn Store>) {
+    let now = moment();
+    let ada = create(&store, "ada@example.com", now).await;
+    let grace = create(&store, "grace@example.com", now).await;
+    link(&store, ada.id, AuthProvider::Github, "gh-1", now).await;
+    link(&store, ada.id, AuthProvider::Google, "g-1", now).await;
+    link(&store, grace.id, AuthProvider::Github, "gh-2", now).await;
+
+    assert!(store
+        .unlink_identity(ada.id, AuthProvider::Github)
+        .await
+        .unwrap());
+    assert!(!store
+        .unlink_identity(ada.id, AuthProvider::Github)
+        .await
+        .unwrap());
+
+    assert_eq!(
+        identity_owner(&store, AuthProvider::Github, "gh-1").await,
+        None
+    );
+    let user = store.user_by_id(ada.id).await.unwrap().unwrap();
+    assert_eq!(user.linked, vec![AuthProvider::Google]);
+    assert_eq!(
+        user.providers(),
+        vec![AuthProvider::Credentials, AuthProvider::Google]
+    );
+    assert_eq!(
+        identity_owner(&store, AuthProvider::Google, "g-1").await,
+        Some(ada.id)
+    );
+    // Someone else's identity of the same provider is untouched.
+    assert_eq!(
+        identity_owner(&store, AuthProvider::Github, "gh-2").await,
+        Some(grace.id)
+    );
+    let other = store.user_by_id(grace.id).await.unwrap().unwrap();
+    assert_eq!(other.linked, vec![AuthProvider::Github]);
+
+    // The last identity goes the same way; a provider never linked and an unknown user are false.
+    assert!(store
+        .unlink_identity(ada.id, AuthProvider::Google)
+        .await
+        .unwrap());
+    let user = store.user_by_id(ada.id).await.unwrap().unwrap();
+    assert_eq!(user.linked, vec![]);
+    assert_eq!(user.providers(), vec![AuthProvider::Credentials]);
+    assert!(!store
+        .unlink_identity(ada.id, AuthProvider::Google)
+        .await
+        .unwrap());
+    assert!(!store
+        .unlink_identity(UserId::new(), AuthProvider::Github)
+        .await
+        .unwrap());
+}
+
+async fn an_unlinked_identity_can_be_linked_to_another_user(store: Arc<dyn Store>) {
+    let t0 = moment();
+    let ada =
+        create_with_identity(&store, "ada@example.com", AuthProvider::Github, "gh-1", t0).await;
+    let grace = create(&store, "grace@example.com", t0).await;
+    assert!(store
+        .unlink_identity(ada.id, AuthProvider::Github)
+        .await
+        .unwrap());
+
+    let t1 = t0 + Duration::seconds(1);
+    link(&store, grace.id, AuthProvider::Github, "gh-1", t1).await;
+
+    let owner = store
+        .user_by_identity(AuthProvider::Github, "gh-1")
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(owner.id, grace.id);
+    assert_eq!(owner.linked, vec![AuthProvider::Github]);
+    assert_eq!(owner.updated_at, t1);
+    // The first user may link another identity of that provider now.
+    link(&store, ada.id, AuthProvider::Github, "gh-3", t1).await;
+    let user = store.user_by_id(ada.id).await.unwrap().unwrap();
+    assert_eq!(user.linked, vec![AuthProvider::Github]);
+    assert_eq!(
+        identity_owner(&store, AuthProvider::Github, "gh-3").await,
+        Some(ada.id)
+    );
+}
+
+async fn delete_user_removes_the_users_identities_and_frees_them(store: Arc<dyn Store>) {
+    let now = moment();
+    let doomed =
+        create_with_identity(&store, "ada@example.com", AuthProvider::Github, "gh-1", now).await;
+    link(&store, doomed.id, AuthProvider::Google, "g-1", now).await;
+    let other = create_with_identity(
+        &store,
+        "grace@example.com",
+        AuthProvider::Github,
+        "gh-2",
+        now,
+    )
+    .await;
+
+    assert!(store.delete_user(doomed.id).await.unwrap());
+
+    assert_eq!(
+        identity_owner(&store, AuthProvider::Github, "gh-1").await,
+        None
+    );
+    assert_eq!(
+        identity_owner(&store, AuthProvider::Google, "g-1").await,
+        None
+    );
+    assert!(!store
+        .unlink_identity(doomed.id, AuthProvider::Github)
+        .await
+        .unwrap());
+    let kept = store
+        .user_by_identity(AuthProvider::Github, "gh-2")
+        .await
+        .unwrap()
+        .unwrap();
+    assert_same_user(&kept, &other);
+
+    // The freed identities can be used again, by a new user and by an existing one.
+    let again = create_with_identity(
+        &store,
+        "alan@example.com",
+        AuthProvider::Github,
+        "gh-1",
+        now,
+    )
+    .await;
+    assert_eq!(
+        identity_owner(&store, AuthProvider::Github, "gh-1").await,
+        Some(again.id)
+    );
+    link(&store, other.id, AuthProvider::Google, "g-1", now).await;
+    assert_eq!(
+        identity_owner(&store, AuthProvider::Google, "g-1").await,
+        Some(other.id)
+    );
+}
+
+// ---- tokens ----
+
+async fn a_put_token_is_taken_once_with_its_record_then_is_gone(store: Arc<dyn Store>) {
+    let now = moment();
+    let user = create(&store, "ada@example.com", now).await;
+    let expires_at = now + Duration::minutes(15);
+    let data = r#"{"redirect":"/settings","verifier":"ünïcødé"}"#;
+    put(&store, "oauth_state", "h1", Some(user.id), data, expires_at).await;
+
+    let taken = store.take_token("oauth_state", "h1", now).await.unwrap();
+    assert_eq!(taken, Some(token(Some(user.id), data, expires_at)));
+
+    assert_eq!(
+        store.take_token("oauth_state", "h1", now).await.unwrap(),
+        None
+    );
+    assert_eq!(
+        store.take_token("oauth_state", "h2", now).await.unwrap(),
+        None
+    );
+}
+
+async fn a_second_put_token_with_the_same_kind_and_hash_is_a_conflict(store: Arc<dyn Store>) {
+    let now = moment();
+    let expires_at = now + Duration::minutes(15);
+    put(&store, "oauth_state", "h1", None, "first", expires_at).await;
+
+    let later = expires_at + Duration::minutes(5);
+    assert_conflict(
+        store
+            .put_token("oauth_state", "h1", None, "second", later)
+            .await,
+    );
+
+    // The first one stands, unchanged.
+    let taken = store.take_token("oauth_state", "h1", now).await.unwrap();
+    assert_eq!(taken, Some(token(None, "first", expires_at)));
+}
+
+async fn tokens_of_different_kinds_with_the_same_hash_are_independent(store: Arc<dyn Store>) {
+    let now = moment();
+    let expires_at = now + Duration::minutes(15);
+    put(&store, "oauth_state", "h1", None, "state", expires_at).await;
+    put(&store, "oauth_code", "h1", None, "code", expires_at).await;
+
+    let state = store.take_token("oauth_state", "h1", now).await.unwrap();
+    assert_eq!(state, Some(token(None, "state", expires_at)));
+    assert_eq!(
+        store.take_token("oauth_state", "h1", now).await.unwrap(),
+        None
+    );
+
+    // Spending one kind left the other in place; an unknown kind finds nothing.
+    assert_eq!(
+        store.take_token("email_verify", "h1", now).await.unwrap(),
+        None
+    );
+    let code = store.take_token("oauth_code", "h1", now).await.unwrap();
+    assert_eq!(code, Some(token(None, "code", expires_at)));
+}
+
+async fn an_expired_token_is_not_taken_and_is_gone(store: Arc<dyn Store>) {
+    let now = moment();
+    let expires_at = now + Duration::hours(1);
+    put(&store, "oauth_code", "live", None, "live", expires_at).await;
+    put(&store, "oauth_code", "dead", None, "dead", expires_at).await;
+
+    // Expiry is judged against the `now` given: one millisecond before it the token is good...
+    let just_before = expires_at - Duration::milliseconds(1);
+    let live = store
+        .take_token("oauth_code", "live", just_before)
+        .await
+        .unwrap();
+    assert_eq!(live, Some(token(None, "live", expires_at)));
+
+    // ...from its expiry on it is not, and a failed take spends it all the same.
+    let dead = store.take_token("oauth_code", "dead", expires_at).await;
+    assert_eq!(dead.unwrap(), None);
+    let after = store.take_token("oauth_code", "dead", now).await;
+    assert_eq!(after.unwrap(), None);
+
+    // The same for a token taken long after its expiry.
+    put(&store, "oauth_code", "old", None, "old", expires_at).await;
+    let much_later = expires_at + Duration::days(1);
+    let old = store.take_token("oauth_code", "old", much_later).await;
+    assert_eq!(old.unwrap(), None);
+    assert_eq!(
+        store.take_token("oauth_code", "old", now).await.unwrap(),
+        None
+    );
+}
+
+async fn a_token_without_a_user_is_taken_without_one(store: Arc<dyn Store>) {
+    let now = moment();
+    let expires_at = now + Duration::minutes(10);
+    put(&store, "oauth_state", "anon", None, "", expires_at).await;
+
+    let taken = store.take_token("oauth_state", "anon", now).await.unwrap();
+
+    assert_eq!(taken, Some(token(None, "", expires_at)));
+    assert_eq!(
+        store.take_token("oauth_state", "anon", now).await.unwrap(),
+        None
+    );
+}
+
+async fn concurrent_takes_of_one_token_give_it_exactly_once(store: Arc<dyn Store>) {
+    let now = moment();
+    let user = create(&store, "ada@example.com", now).await;
+    let expires_at = now + Duration::minutes(10);
+    put(
+        &store,
+        "oauth_code",
+        "race",
+        Some(user.id),
+        "once",
+        expires_at,
+    )
+    .await;
+
+    let tasks: Vec<_> = (0..20)
+        .map(|_| {
+            let store = store.clone();
+            tokio::spawn(async move { store.take_token("oauth_code", "race", now).await })
+        })
+        .collect();
+    let mut taken = Vec::new();
+    for task in tasks {
+        if let Some(record) = task.await.unwrap().unwrap() {
+            taken.push(record);
+        }
+    }
+
+    assert_eq!(taken, vec![token(Some(user.id), "once", expires_at)]);
+    assert_eq!(
+        store.take_token("oauth_code", "race", now).await.unwrap(),
+        None
+    );
+}
+
+async fn delete_user_removes_the_users_tokens(store: Arc<dyn Store>) {
+    let now = moment();
+    let doomed = create(&store, "ada@example.com", now).await;
+    let other = create(&store, "grace@example.com", now).await;
+    let expires_at = now + Duration::minutes(10);
+    put(
+        &store,
+        "oauth_code",
+        "d1",
+        Some(doomed.id),
+        "d1",
+        expires_at,
+    )
+    .await;
+    put(
+        &store,
+        "email_verify",
+        "d2",
+        Some(doomed.id),
+        "d2",
+        expires_at,
+    )
+    .await;
+    put(&store, "oauth_code", "o1", Some(other.id), "o1", expires_at).await;
+    put(&store, "oauth_state", "a1", None, "a1", expires_at).await;
+
+    assert!(store.delete_user(doomed.id).await.unwrap());
+
+    assert_eq!(
+        store.take_token("oauth_code", "d1", now).await.unwrap(),
+        None
+    );
+    assert_eq!(
+        store.take_token("email_verify", "d2", now).await.unwrap(),
+        None
+    );
+    let kept = store.take_token("oauth_code", "o1", now).await.unwrap();
+    assert_eq!(kept, Some(token(Some(other.id), "o1", expires_at)));
+    let anonymous = store.take_token("oauth_state", "a1", now).await.unwrap();
+    assert_eq!(anonymous, Some(token(None, "a1", expires_at)));
 }
 
 // ---- health ----

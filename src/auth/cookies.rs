@@ -11,6 +11,7 @@ pub struct CookieConfig {
     pub same_site: SameSite,
     pub session_name: &'static str,
     pub csrf_name: &'static str,
+    pub flow_name: &'static str,
 }
 
 impl CookieConfig {
@@ -30,6 +31,11 @@ impl CookieConfig {
                 "__Host-authvault.csrf"
             } else {
                 "authvault.csrf"
+            },
+            flow_name: if secure {
+                "__Host-authvault.oauth"
+            } else {
+                "authvault.oauth"
             },
         }
     }
@@ -57,6 +63,14 @@ impl CookieConfig {
     /// The session cookie with `Max-Age=0`, which clears it.
     pub fn clear_session(&self) -> Cookie<'static> {
         self.build(self.session_name, String::new(), 0)
+    }
+
+    /// The OAuth flow cookie. Always `SameSite=Lax`: the provider sends the browser back with a
+    /// cross-site top-level navigation, which `Strict` cookies do not follow.
+    pub fn flow(&self, value: String, max_age_secs: i64) -> Cookie<'static> {
+        let mut cookie = self.build(self.flow_name, value, max_age_secs);
+        cookie.set_same_site(CookieSameSite::Lax);
+        cookie
     }
 
     /// The CSRF cookie of the double-submit pair.

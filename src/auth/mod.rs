@@ -3,6 +3,7 @@ pub mod client_ip;
 pub mod cookies;
 pub mod csrf;
 pub mod jwt;
+pub mod oauth_flow;
 pub mod password;
 pub mod rate_limit;
 pub mod session;

@@ -11,8 +11,10 @@ use super::{
     json::{ApiJson, OptionalJson},
     resource, UserBody,
 };
+use time::OffsetDateTime;
+
 use crate::{
-    auth::{ClientIp, CurrentUser},
+    auth::{jwt::IssuedToken, ClientIp, CurrentUser},
     clock::{self, rfc3339},
     domain::{Email, FieldErrors, Password, User, UserId, UserName},
     error::ApiError,
@@ -124,14 +126,15 @@ pub struct ProviderInfo {
     pub callback_url: Option<String>,
 }
 
-/// Creates a session record for `user` and answers with the token in body and cookie.
-pub(crate) async fn start_session(
+/// Creates a session record for `user` (who proved who they are at `auth_time`) and signs its
+/// first access token.
+pub(crate) async fn new_session(
     state: &AppState,
     req: &HttpRequest,
     ip: ClientIp,
     user: &User,
-    status: StatusCode,
-) -> Result<HttpResponse, ApiError> {
+    auth_time: OffsetDateTime,
+) -> Result<IssuedToken, ApiError> {
     let now = clock::now();
     let user_agent = req
         .headers()
@@ -144,7 +147,7 @@ pub(crate) async fn start_session(
         created_at: now,
         last_used_at: now,
         expires_at: now + state.jwt.ttl(),
-        auth_time: now,
+        auth_time,
         user_agent,
         ip: Some(ip.0.to_string()),
     };
@@ -153,21 +156,37 @@ pub(crate) async fn start_session(
         Err(StoreError::Conflict) => return Err(ApiError::Unauthenticated),
         other => other?,
     }
-    let issued = state.jwt.issue(user, &record, now)?;
+    state.jwt.issue(user, &record, now)
+}
+
+/// The `{user, session}` body for a new token.
+pub(crate) fn auth_response(user: &User, issued: &IssuedToken) -> AuthResponse {
+    AuthResponse {
+        user: UserBody::from(user),
+        session: SessionBody {
+            access_token: issued.token.clone(),
+            token_type: "Bearer",
+            expires_at: rfc3339(issued.expires_at),
+            expires_in: issued.expires_in,
+        },
+    }
+}
+
+/// Signs `user` in now and answers with the token in body and cookie.
+pub(crate) async fn start_session(
+    state: &AppState,
+    req: &HttpRequest,
+    ip: ClientIp,
+    user: &User,
+    status: StatusCode,
+) -> Result<HttpResponse, ApiError> {
+    let issued = new_session(state, req, ip, user, clock::now()).await?;
     let cookie = state
         .cookies
         .session(issued.token.clone(), issued.expires_in);
     Ok(HttpResponse::build(status)
         .cookie(cookie)
-        .json(AuthResponse {
-            user: UserBody::from(user),
-            session: SessionBody {
-                access_token: issued.token,
-                token_type: "Bearer",
-                expires_at: rfc3339(issued.expires_at),
-                expires_in: issued.expires_in,
-            },
-        }))
+        .json(auth_response(user, &issued)))
 }
 
 /// Create an account and sign in.
@@ -365,5 +384,22 @@ pub async fn providers(state: web::Data<AppState>) -> HttpResponse {
             callback_url: None,
         },
     );
+    for (enabled, id, name) in [
+        (state.github.is_some(), "github", "GitHub"),
+        (state.google.is_some(), "google", "Google"),
+    ] {
+        if enabled {
+            map.insert(
+                id,
+                ProviderInfo {
+                    id,
+                    name,
+                    type_: "oauth",
+                    signin_url: format!("{base}/api/auth/signin/{id}"),
+                    callback_url: Some(format!("{base}/api/auth/callback/{id}")),
+                },
+            );
+        }
+    }
     HttpResponse::Ok().json(map)
 }

@@ -12,6 +12,7 @@ pub mod docs;
 pub mod generate;
 pub mod health;
 pub mod json;
+pub mod oauth;
 pub mod user;
 
 /// Registers every route of the service.
@@ -22,6 +23,7 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
     user::configure(cfg);
     api_keys::configure(cfg);
     generate::configure(cfg);
+    oauth::configure(cfg);
 }
 
 /// Distinguishes an absent field (`None`) from an explicit `null` (`Some(None)`).

@@ -7,7 +7,7 @@ use async_trait::async_trait;
 use time::OffsetDateTime;
 use uuid::Uuid;
 
-use crate::domain::{Email, KeyProvider, SealedKey, User, UserId, UserName};
+use crate::domain::{AuthProvider, Email, KeyProvider, SealedKey, User, UserId, UserName};
 
 pub mod mongo;
 pub mod sqlite;
@@ -172,9 +172,73 @@ pub trait KeyStore: Send + Sync {
     async fn count_api_keys(&self) -> Result<u64, StoreError>;
 }
 
+#[async_trait]
+pub trait IdentityStore: Send + Sync {
+    /// The user an OAuth identity is linked to.
+    async fn user_by_identity(
+        &self,
+        provider: AuthProvider,
+        account_id: &str,
+    ) -> Result<Option<User>, StoreError>;
+    /// Creates a user already linked to an identity, all or nothing; `Conflict` when the email
+    /// or the identity is taken.
+    async fn create_user_with_identity(
+        &self,
+        user: NewUser,
+        provider: AuthProvider,
+        account_id: &str,
+    ) -> Result<User, StoreError>;
+    /// Links an identity to a user; `Conflict` when it is linked already (to anyone) or the user
+    /// has another identity of that provider; false when the user is gone.
+    async fn link_identity(
+        &self,
+        user: UserId,
+        provider: AuthProvider,
+        account_id: &str,
+        now: OffsetDateTime,
+    ) -> Result<bool, StoreError>;
+    /// Unlinks the user's identity of `provider`; false when there was none.
+    async fn unlink_identity(
+        &self,
+        user: UserId,
+        provider: AuthProvider,
+    ) -> Result<bool, StoreError>;
+}
+
+/// A single-use secret's record.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TokenRecord {
+    pub user_id: Option<UserId>,
+    pub data: String,
+    pub expires_at: OffsetDateTime,
+}
+
+#[async_trait]
+pub trait TokenStore: Send + Sync {
+    /// Stores a single-use secret by its hash; `Conflict` when that hash is already stored.
+    async fn put_token(
+        &self,
+        kind: &str,
+        hash: &str,
+        user: Option<UserId>,
+        data: &str,
+        expires_at: OffsetDateTime,
+    ) -> Result<(), StoreError>;
+    /// Spends a secret: removes it and returns it, unless absent or expired at `now`. Of several
+    /// concurrent callers at most one gets it.
+    async fn take_token(
+        &self,
+        kind: &str,
+        hash: &str,
+        now: OffsetDateTime,
+    ) -> Result<Option<TokenRecord>, StoreError>;
+}
+
 /// Everything the service keeps, behind one object.
 #[async_trait]
-pub trait Store: UserStore + SessionStore + RateLimitStore + KeyStore {
+pub trait Store:
+    UserStore + SessionStore + RateLimitStore + KeyStore + IdentityStore + TokenStore
+{
     /// Round-trips to the database; `Unavailable` when it does not answer.
     async fn ping(&self) -> Result<(), StoreError>;
     /// The backend's name for logs and metrics.

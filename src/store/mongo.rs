@@ -20,8 +20,8 @@ use time::OffsetDateTime;
 use uuid::Uuid;
 
 use super::{
-    EventWindow, KeyChange, KeyStore, NewUser, ProfileUpdate, RateLimitStore, SessionRecord,
-    SessionStore, Store, StoreError, StoredKey, UserStore,
+    EventWindow, IdentityStore, KeyChange, KeyStore, NewUser, ProfileUpdate, RateLimitStore,
+    SessionRecord, SessionStore, Store, StoreError, StoredKey, TokenRecord, TokenStore, UserStore,
 };
 use crate::{
     clock::{from_millis, to_millis},
@@ -104,7 +104,7 @@ impl MongoStore {
         let index = |keys: Document, options: Option<IndexOptions>| {
             IndexModel::builder().keys(keys).options(options).build()
         };
-        let plan: [(&str, Vec<IndexModel>); 4] = [
+        let plan: [(&str, Vec<IndexModel>); 5] = [
             (
                 "users",
                 vec![
@@ -116,7 +116,14 @@ impl MongoStore {
                 "accounts",
                 vec![
                     index(doc! {"provider": 1, "providerAccountId": 1}, Some(unique())),
+                    index(doc! {"userId": 1, "provider": 1}, Some(unique())),
+                ],
+            ),
+            (
+                "tokens",
+                vec![
                     index(doc! {"userId": 1}, None),
+                    index(doc! {"expiresAt": 1}, Some(ttl())),
                 ],
             ),
             (
@@ -155,6 +162,10 @@ impl MongoStore {
 
     fn accounts(&self) -> Collection<Document> {
         self.db.collection("accounts")
+    }
+
+    fn tokens(&self) -> Collection<Document> {
+        self.db.collection("tokens")
     }
 
     fn rate_events(&self) -> Collection<Document> {
@@ -233,6 +244,21 @@ fn session_from_doc(d: &Document) -> Result<SessionRecord, StoreError> {
     inner().map_err(|e| StoreError::Other(e.context("reading a session document")))
 }
 
+fn new_user_doc(user: &NewUser, provider: Option<AuthProvider>) -> Document {
+    let at = bdt(user.created_at);
+    let providers: Vec<&str> = provider.iter().map(|p| p.as_str()).collect();
+    doc! {
+        "_id": user.id.to_string(),
+        "email": user.email.as_str(),
+        "name": user.name.as_str(),
+        "image": optional(user.image.as_deref()),
+        "password": optional(user.password_hash.as_deref()),
+        "providers": providers,
+        "createdAt": at,
+        "updatedAt": at,
+    }
+}
+
 fn optional(value: Option<&str>) -> Bson {
     value.map_or(Bson::Null, |v| Bson::String(v.to_owned()))
 }
@@ -240,18 +266,8 @@ fn optional(value: Option<&str>) -> Bson {
 #[async_trait]
 impl UserStore for MongoStore {
     async fn create_user(&self, user: NewUser) -> Result<User, StoreError> {
-        let at = bdt(user.created_at);
-        let document = doc! {
-            "_id": user.id.to_string(),
-            "email": user.email.as_str(),
-            "name": user.name.as_str(),
-            "image": optional(user.image.as_deref()),
-            "password": optional(user.password_hash.as_deref()),
-            "providers": [],
-            "createdAt": at,
-            "updatedAt": at,
-        };
-        self.bounded(self.users().insert_one(document)).await?;
+        self.bounded(self.users().insert_one(new_user_doc(&user, None)))
+            .await?;
         Ok(User {
             id: user.id,
             name: user.name,
@@ -331,6 +347,8 @@ impl UserStore for MongoStore {
             .bounded(self.users().delete_one(doc! {"_id": &id}))
             .await?;
         self.bounded(self.accounts().delete_many(doc! {"userId": &id}))
+            .await?;
+        self.bounded(self.tokens().delete_many(doc! {"userId": &id}))
             .await?;
         Ok(result.deleted_count == 1)
     }
@@ -589,6 +607,166 @@ impl KeyStore for MongoStore {
             .filter_map(|d| d.get_document("apiKeys").ok())
             .map(|keys| keys.len() as u64)
             .sum())
+    }
+}
+
+fn account_doc(user: &str, provider: AuthProvider, account_id: &str, at: DateTime) -> Document {
+    doc! {
+        "provider": provider.as_str(),
+        "providerAccountId": account_id,
+        "userId": user,
+        "createdAt": at,
+    }
+}
+
+#[async_trait]
+impl IdentityStore for MongoStore {
+    async fn user_by_identity(
+        &self,
+        provider: AuthProvider,
+        account_id: &str,
+    ) -> Result<Option<User>, StoreError> {
+        let filter = doc! {"provider": provider.as_str(), "providerAccountId": account_id};
+        let Some(account) = self.bounded(self.accounts().find_one(filter)).await? else {
+            return Ok(None);
+        };
+        let Some(user) = account.get_str("userId").ok().and_then(|u| u.parse().ok()) else {
+            return Err(StoreError::Other(anyhow!(
+                "an account document has a bad userId"
+            )));
+        };
+        // An identity whose user is gone (a crash half-way through a delete) counts as unknown.
+        self.user_by_id(user).await
+    }
+
+    async fn create_user_with_identity(
+        &self,
+        user: NewUser,
+        provider: AuthProvider,
+        account_id: &str,
+    ) -> Result<User, StoreError> {
+        let id = user.id.to_string();
+        self.bounded(self.users().insert_one(new_user_doc(&user, Some(provider))))
+            .await?;
+        let account = account_doc(&id, provider, account_id, bdt(user.created_at));
+        if let Err(e) = self.bounded(self.accounts().insert_one(account)).await {
+            // The identity was taken meanwhile: undo the user, so nothing is half-made.
+            self.bounded(self.users().delete_one(doc! {"_id": &id}))
+                .await?;
+            return Err(e);
+        }
+        Ok(User {
+            id: user.id,
+            name: user.name,
+            email: user.email,
+            image: user.image,
+            password_hash: user.password_hash,
+            linked: vec![provider],
+            created_at: user.created_at,
+            updated_at: user.created_at,
+        })
+    }
+
+    async fn link_identity(
+        &self,
+        user: UserId,
+        provider: AuthProvider,
+        account_id: &str,
+        now: OffsetDateTime,
+    ) -> Result<bool, StoreError> {
+        let id = user.to_string();
+        // The unique indexes on `accounts` decide; the user's `providers` list follows.
+        self.bounded(
+            self.accounts()
+                .insert_one(account_doc(&id, provider, account_id, bdt(now))),
+        )
+        .await?;
+        let update = doc! {
+            "$addToSet": {"providers": provider.as_str()},
+            "$set": {"updatedAt": bdt(now)},
+        };
+        let result = self
+            .bounded(self.users().update_one(doc! {"_id": &id}, update))
+            .await?;
+        if result.matched_count == 0 {
+            self.bounded(
+                self.accounts()
+                    .delete_one(doc! {"userId": &id, "provider": provider.as_str()}),
+            )
+            .await?;
+            return Ok(false);
+        }
+        Ok(true)
+    }
+
+    async fn unlink_identity(
+        &self,
+        user: UserId,
+        provider: AuthProvider,
+    ) -> Result<bool, StoreError> {
+        let id = user.to_string();
+        let result = self
+            .bounded(
+                self.accounts()
+                    .delete_one(doc! {"userId": &id, "provider": provider.as_str()}),
+            )
+            .await?;
+        self.bounded(self.users().update_one(
+            doc! {"_id": &id},
+            doc! {"$pull": {"providers": provider.as_str()}},
+        ))
+        .await?;
+        Ok(result.deleted_count == 1)
+    }
+}
+
+#[async_trait]
+impl TokenStore for MongoStore {
+    async fn put_token(
+        &self,
+        kind: &str,
+        hash: &str,
+        user: Option<UserId>,
+        data: &str,
+        expires_at: OffsetDateTime,
+    ) -> Result<(), StoreError> {
+        let document = doc! {
+            "_id": format!("{kind}:{hash}"),
+            "userId": optional(user.map(|u| u.to_string()).as_deref()),
+            "data": data,
+            "expiresAt": bdt(expires_at),
+        };
+        self.bounded(self.tokens().insert_one(document)).await?;
+        Ok(())
+    }
+
+    async fn take_token(
+        &self,
+        kind: &str,
+        hash: &str,
+        now: OffsetDateTime,
+    ) -> Result<Option<TokenRecord>, StoreError> {
+        let found = self
+            .bounded(
+                self.tokens()
+                    .find_one_and_delete(doc! {"_id": format!("{kind}:{hash}")}),
+            )
+            .await?;
+        let Some(d) = found else {
+            return Ok(None);
+        };
+        let expires_at = d
+            .get_datetime("expiresAt")
+            .map(|t| odt(*t))
+            .map_err(|e| StoreError::Other(e.into()))?;
+        if expires_at <= now {
+            return Ok(None);
+        }
+        Ok(Some(TokenRecord {
+            user_id: d.get_str("userId").ok().and_then(|u| u.parse().ok()),
+            data: d.get_str("data").unwrap_or_default().to_owned(),
+            expires_at,
+        }))
     }
 }
 

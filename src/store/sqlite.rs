@@ -15,8 +15,8 @@ use tokio::sync::Semaphore;
 use uuid::Uuid;
 
 use super::{
-    EventWindow, KeyChange, KeyStore, NewUser, ProfileUpdate, RateLimitStore, SessionRecord,
-    SessionStore, Store, StoreError, StoredKey, UserStore,
+    EventWindow, IdentityStore, KeyChange, KeyStore, NewUser, ProfileUpdate, RateLimitStore,
+    SessionRecord, SessionStore, Store, StoreError, StoredKey, TokenRecord, TokenStore, UserStore,
 };
 use crate::{
     clock::{from_millis, to_millis},
@@ -26,6 +26,7 @@ use crate::{
 const MIGRATIONS: &[&str] = &[
     include_str!("../../migrations/sqlite/0001_init.sql"),
     include_str!("../../migrations/sqlite/0002_api_keys.sql"),
+    include_str!("../../migrations/sqlite/0003_identities_tokens.sql"),
 ];
 const MAX_CONNECTIONS: usize = 8;
 
@@ -181,6 +182,45 @@ fn user_from_row(row: &Row<'_>) -> rusqlite::Result<User> {
     })
 }
 
+fn insert_user(conn: &Connection, user: NewUser) -> rusqlite::Result<User> {
+    let at = to_millis(user.created_at);
+    conn.prepare_cached(
+        "INSERT INTO users (id, email, name, image, password_hash, created_at, updated_at) \
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?6)",
+    )?
+    .execute(params![
+        user.id.to_string(),
+        user.email.as_str(),
+        user.name.as_str(),
+        user.image,
+        user.password_hash,
+        at
+    ])?;
+    Ok(User {
+        id: user.id,
+        name: user.name,
+        email: user.email,
+        image: user.image,
+        password_hash: user.password_hash,
+        linked: Vec::new(),
+        created_at: user.created_at,
+        updated_at: user.created_at,
+    })
+}
+
+fn insert_identity(
+    conn: &Connection,
+    user: &str,
+    provider: AuthProvider,
+    account_id: &str,
+    at: i64,
+) -> rusqlite::Result<usize> {
+    conn.prepare_cached(
+        "INSERT INTO identities (provider, provider_account_id, user_id, created_at) VALUES (?1, ?2, ?3, ?4)",
+    )?
+    .execute(params![provider.as_str(), account_id, user, at])
+}
+
 fn user_by_id(conn: &Connection, id: &str) -> rusqlite::Result<Option<User>> {
     conn.prepare_cached(&format!("SELECT {USER_COLUMNS} FROM users WHERE id = ?1"))?
         .query_row([id], user_from_row)
@@ -212,32 +252,7 @@ fn session_from_row(row: &Row<'_>) -> rusqlite::Result<SessionRecord> {
 #[async_trait]
 impl UserStore for SqliteStore {
     async fn create_user(&self, user: NewUser) -> Result<User, StoreError> {
-        self.run(move |conn| {
-            let at = to_millis(user.created_at);
-            conn.prepare_cached(
-                "INSERT INTO users (id, email, name, image, password_hash, created_at, updated_at) \
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?6)",
-            )?
-            .execute(params![
-                user.id.to_string(),
-                user.email.as_str(),
-                user.name.as_str(),
-                user.image,
-                user.password_hash,
-                at
-            ])?;
-            Ok(User {
-                id: user.id,
-                name: user.name,
-                email: user.email,
-                image: user.image,
-                password_hash: user.password_hash,
-                linked: Vec::new(),
-                created_at: user.created_at,
-                updated_at: user.created_at,
-            })
-        })
-        .await
+        self.run(move |conn| insert_user(conn, user)).await
     }
 
     async fn user_by_id(&self, id: UserId) -> Result<Option<User>, StoreError> {
@@ -601,6 +616,146 @@ impl KeyStore for SqliteStore {
                 row.get::<_, i64>(0)
             })
             .map(|n| n as u64)
+        })
+        .await
+    }
+}
+
+#[async_trait]
+impl IdentityStore for SqliteStore {
+    async fn user_by_identity(
+        &self,
+        provider: AuthProvider,
+        account_id: &str,
+    ) -> Result<Option<User>, StoreError> {
+        let account_id = account_id.to_owned();
+        self.run(move |conn| {
+            conn.prepare_cached(&format!(
+                "SELECT {USER_COLUMNS} FROM users WHERE id = \
+                 (SELECT user_id FROM identities WHERE provider = ?1 AND provider_account_id = ?2)"
+            ))?
+            .query_row(params![provider.as_str(), account_id], user_from_row)
+            .optional()
+        })
+        .await
+    }
+
+    async fn create_user_with_identity(
+        &self,
+        user: NewUser,
+        provider: AuthProvider,
+        account_id: &str,
+    ) -> Result<User, StoreError> {
+        let account_id = account_id.to_owned();
+        self.run(move |conn| {
+            let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+            let at = to_millis(user.created_at);
+            let mut created = insert_user(&tx, user)?;
+            insert_identity(&tx, &created.id.to_string(), provider, &account_id, at)?;
+            tx.commit()?;
+            created.linked = vec![provider];
+            Ok(created)
+        })
+        .await
+    }
+
+    async fn link_identity(
+        &self,
+        user: UserId,
+        provider: AuthProvider,
+        account_id: &str,
+        now: OffsetDateTime,
+    ) -> Result<bool, StoreError> {
+        let account_id = account_id.to_owned();
+        self.run(move |conn| {
+            let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+            let user = user.to_string();
+            let exists = tx
+                .prepare_cached("SELECT 1 FROM users WHERE id = ?1")?
+                .exists([&user])?;
+            if !exists {
+                return Ok(false);
+            }
+            insert_identity(&tx, &user, provider, &account_id, to_millis(now))?;
+            tx.execute(
+                "UPDATE users SET updated_at = ?2 WHERE id = ?1",
+                params![user, to_millis(now)],
+            )?;
+            tx.commit()?;
+            Ok(true)
+        })
+        .await
+    }
+
+    async fn unlink_identity(
+        &self,
+        user: UserId,
+        provider: AuthProvider,
+    ) -> Result<bool, StoreError> {
+        self.run(move |conn| {
+            let n = conn
+                .prepare_cached("DELETE FROM identities WHERE user_id = ?1 AND provider = ?2")?
+                .execute(params![user.to_string(), provider.as_str()])?;
+            Ok(n == 1)
+        })
+        .await
+    }
+}
+
+#[async_trait]
+impl TokenStore for SqliteStore {
+    async fn put_token(
+        &self,
+        kind: &str,
+        hash: &str,
+        user: Option<UserId>,
+        data: &str,
+        expires_at: OffsetDateTime,
+    ) -> Result<(), StoreError> {
+        let (kind, hash, data) = (kind.to_owned(), hash.to_owned(), data.to_owned());
+        self.run(move |conn| {
+            let expires = to_millis(expires_at);
+            conn.prepare_cached(
+                "INSERT INTO tokens (kind, hash, user_id, data, expires_at) VALUES (?1, ?2, ?3, ?4, ?5)",
+            )?
+            .execute(params![kind, hash, user.map(|u| u.to_string()), data, expires])?;
+            // Spent or expired rows are dead weight; sweep some as new ones arrive.
+            conn.prepare_cached(
+                "DELETE FROM tokens WHERE rowid IN \
+                 (SELECT rowid FROM tokens WHERE expires_at < ?1 LIMIT 100)",
+            )?
+            .execute([to_millis(crate::clock::now())])?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn take_token(
+        &self,
+        kind: &str,
+        hash: &str,
+        now: OffsetDateTime,
+    ) -> Result<Option<TokenRecord>, StoreError> {
+        let (kind, hash) = (kind.to_owned(), hash.to_owned());
+        self.run(move |conn| {
+            let row = conn
+                .prepare_cached(
+                    "DELETE FROM tokens WHERE kind = ?1 AND hash = ?2 \
+                     RETURNING user_id, data, expires_at",
+                )?
+                .query_row(params![kind, hash], |row| {
+                    let user: Option<String> = row.get(0)?;
+                    Ok((user, row.get::<_, String>(1)?, row.get::<_, i64>(2)?))
+                })
+                .optional()?;
+            Ok(row.and_then(|(user, data, expires)| {
+                let expires_at = from_millis(expires);
+                (expires_at > now).then(|| TokenRecord {
+                    user_id: user.and_then(|u| u.parse().ok()),
+                    data,
+                    expires_at,
+                })
+            }))
         })
         .await
     }

@@ -2,6 +2,8 @@
 
 use std::time::Duration;
 
+pub mod github;
+pub mod google;
 pub mod sse;
 pub mod together;
 

@@ -8,4 +8,6 @@ mod api_keys;
 mod auth;
 mod generate;
 mod hardening;
+mod oidc_peer;
+mod oauth;
 mod user;

@@ -1,5 +1,6 @@
 //! `spawn_app(backend)`, request helpers, and the `backend_tests!` macro.
 
+pub mod providers;
 pub mod together;
 
 use std::{collections::HashMap, sync::Arc, time::Duration};

@@ -1,0 +1,595 @@
+//! Sign-in with GitHub and Google: the start, the provider's callback, the one-time code
+//! exchange for apps, and unlinking a provider.
+
+use actix_web::{
+    cookie::Cookie,
+    http::{header, StatusCode},
+    web, HttpRequest, HttpResponse, ResponseError,
+};
+use base64::{engine::general_purpose::URL_SAFE_NO_PAD, Engine};
+use oauth2::PkceCodeChallenge;
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+use subtle::ConstantTimeEq;
+use time::OffsetDateTime;
+use utoipa::{IntoParams, ToSchema};
+
+use super::{
+    auth::{auth_response, new_session, AuthResponse},
+    json::ApiJson,
+    resource, UserBody,
+};
+use crate::{
+    auth::{
+        oauth_flow::{Flow, FLOW_TTL_SECS},
+        ClientIp, CurrentUser,
+    },
+    clock,
+    domain::{AuthProvider, Email, User, UserId, UserName},
+    error::ApiError,
+    startup::AppState,
+    store::{NewUser, StoreError},
+};
+
+pub fn configure(cfg: &mut web::ServiceConfig) {
+    cfg.service(resource("/api/auth/signin/{provider}").route(web::get().to(oauth_signin)))
+        .service(resource("/api/auth/callback/{provider}").route(web::get().to(oauth_callback)))
+        .service(resource("/api/auth/token").route(web::post().to(exchange_code)))
+        .service(
+            resource("/api/user/providers/{provider}").route(web::delete().to(unlink_provider)),
+        );
+}
+
+const STATE_KIND: &str = "oauth_state";
+const CODE_KIND: &str = "oauth_code";
+/// How long a one-time code for an app lives.
+const CODE_TTL_SECS: i64 = 60;
+
+#[derive(Deserialize, IntoParams)]
+#[serde(rename_all = "camelCase")]
+#[into_params(parameter_in = Query)]
+pub struct SigninQuery {
+    /// Where to send the browser afterwards; must be on the allow-list. Default: the public URL.
+    #[param(format = "uri")]
+    pub callback_url: Option<String>,
+    /// S256 challenge of the app's own code verifier (base64url, 43 characters); required
+    /// when `callbackUrl` is an app callback.
+    pub code_challenge: Option<String>,
+}
+
+#[derive(Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct CallbackQuery {
+    /// The authorization code from the provider.
+    pub code: Option<String>,
+    /// The state sent at the start.
+    pub state: Option<String>,
+    /// Set by the provider when the user declined (`access_denied`).
+    pub error: Option<String>,
+}
+
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+#[schema(example = json!({"code": "x3Jq...", "codeVerifier": "dBjftJeZ4CVP-mB92K27uhbUJU1p1r_wW1gFWFOEjXk"}))]
+pub struct TokenRequest {
+    /// The one-time code appended to the app callback.
+    pub code: String,
+    /// The app's PKCE code verifier (RFC 7636) whose S256 challenge started the sign-in.
+    pub code_verifier: String,
+}
+
+#[derive(Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct CodeData {
+    challenge: String,
+    auth_time: i64,
+}
+
+fn sha256_hex(value: &str) -> String {
+    Sha256::digest(value.as_bytes())
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+fn s256(verifier: &str) -> String {
+    URL_SAFE_NO_PAD.encode(Sha256::digest(verifier.as_bytes()))
+}
+
+fn random_token() -> String {
+    URL_SAFE_NO_PAD.encode(crate::random::bytes::<32>())
+}
+
+/// The enabled provider named in the path.
+fn enabled(state: &AppState, raw: &str) -> Result<AuthProvider, ApiError> {
+    match AuthProvider::parse(raw) {
+        Some(AuthProvider::Github) if state.github.is_some() => Ok(AuthProvider::Github),
+        Some(AuthProvider::Google) if state.google.is_some() => Ok(AuthProvider::Google),
+        _ => Err(ApiError::UnknownProvider),
+    }
+}
+
+/// Whether `url` may receive the user: an allowed origin (any path) or an exact URL.
+fn callback_allowed(state: &AppState, url: &url::Url) -> bool {
+    let settings = &state.settings;
+    let exact = url.to_string();
+    let origin = crate::config::origin_of(url);
+    settings.app_callbacks.contains(&exact)
+        || settings
+            .callback_allowlist
+            .iter()
+            .any(|e| *e == exact || (matches!(url.scheme(), "http" | "https") && *e == origin))
+}
+
+/// Start a sign-in with a provider: redirects to its authorize page.
+#[utoipa::path(get, path = "/api/auth/signin/{provider}", tag = "oauth",
+    params(("provider" = String, Path, description = "`github` or `google`"), SigninQuery),
+    responses(
+        (status = 302, description = "To the provider's authorize URL (with `state`, PKCE S256 `code_challenge`, and for Google a `nonce`); the flow cookie is set",
+            headers(("Location" = String, description = "The provider's authorize URL"))),
+        (status = 400, description = "`invalid_callback_url`, or `validation_failed` (an app callback without `codeChallenge`)", body = crate::error::Problem, content_type = "application/problem+json"),
+        (status = 404, description = "`unknown_provider`", body = crate::error::Problem, content_type = "application/problem+json"),
+        (status = 429, description = "`rate_limited`", body = crate::error::Problem, content_type = "application/problem+json",
+            headers(("Retry-After" = u64, description = "Seconds to wait"))),
+        (status = 503, description = "`store_unavailable`", body = crate::error::Problem, content_type = "application/problem+json"),
+    ))]
+pub async fn oauth_signin(
+    state: web::Data<AppState>,
+    req: HttpRequest,
+    provider: web::Path<String>,
+    query: web::Query<SigninQuery>,
+) -> Result<HttpResponse, ApiError> {
+    let provider = enabled(&state, &provider)?;
+    let ip = ClientIp::resolve(&req, &state.settings.trusted_proxies);
+    state.limiter.credential_request(ip).await?;
+
+    let callback = match &query.callback_url {
+        Some(raw) => url::Url::parse(raw).map_err(|_| ApiError::InvalidCallbackUrl)?,
+        None => state.settings.public_url.clone(),
+    };
+    if !callback_allowed(&state, &callback) {
+        return Err(ApiError::InvalidCallbackUrl);
+    }
+    let is_app = state.settings.app_callbacks.contains(&callback.to_string());
+    let app_challenge = match (&query.code_challenge, is_app) {
+        (Some(c), true) => {
+            let ok = c.len() == 43
+                && c.bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
+            if !ok {
+                return Err(ApiError::field(
+                    "codeChallenge",
+                    "must be the base64url S256 challenge of your code verifier (43 characters)",
+                ));
+            }
+            Some(c.clone())
+        }
+        (None, true) => {
+            return Err(ApiError::field(
+                "codeChallenge",
+                "is required for an app callback",
+            ))
+        }
+        (_, false) => None,
+    };
+
+    let flow_state = random_token();
+    let (challenge, verifier) = PkceCodeChallenge::new_random_sha256();
+    let (authorize, nonce) = match provider {
+        AuthProvider::Github => {
+            let github = state.github.as_ref().ok_or(ApiError::UnknownProvider)?;
+            (github.authorize_url(&flow_state, challenge), None)
+        }
+        AuthProvider::Google => {
+            let google = state.google.as_ref().ok_or(ApiError::UnknownProvider)?;
+            let nonce = random_token();
+            let url = google
+                .authorize_url(&flow_state, &nonce, challenge)
+                .map_err(ApiError::internal)?;
+            (url, Some(nonce))
+        }
+        AuthProvider::Credentials => return Err(ApiError::UnknownProvider),
+    };
+    let flow = Flow {
+        provider: provider.as_str().to_owned(),
+        state: flow_state,
+        verifier: verifier.secret().clone(),
+        nonce,
+        callback_url: callback.to_string(),
+        app_challenge,
+        expires_at: clock::now().unix_timestamp() + FLOW_TTL_SECS,
+    };
+    let cookie = state
+        .cookies
+        .flow(state.oauth_flow.seal(&flow), FLOW_TTL_SECS);
+    Ok(HttpResponse::Found()
+        .insert_header((header::LOCATION, authorize.to_string()))
+        .insert_header((header::CACHE_CONTROL, "no-store"))
+        .cookie(cookie)
+        .finish())
+}
+
+/// The identity a provider vouched for.
+struct Identity {
+    provider: AuthProvider,
+    account_id: String,
+    email: Option<Email>,
+    /// Whether the provider vouches that the address belongs to this account.
+    vouched: bool,
+    name: Option<String>,
+    image: Option<String>,
+}
+
+fn provider_failed(provider: AuthProvider, e: crate::upstream::UpstreamError) -> ApiError {
+    log::warn!("{} sign-in failed: {e}", provider.as_str());
+    ApiError::ProviderError
+}
+
+async fn fetch_identity(
+    state: &AppState,
+    provider: AuthProvider,
+    code: &str,
+    flow: &Flow,
+) -> Result<Identity, ApiError> {
+    match provider {
+        AuthProvider::Github => {
+            let github = state.github.as_ref().ok_or(ApiError::UnknownProvider)?;
+            let token = github
+                .exchange(code, &flow.verifier)
+                .await
+                .map_err(|e| provider_failed(provider, e))?;
+            let profile = github
+                .profile(&token)
+                .await
+                .map_err(|e| provider_failed(provider, e))?;
+            let (email, vouched) = match &profile.email {
+                Some((raw, verified)) => (Email::parse(raw).ok(), *verified),
+                None => (None, false),
+            };
+            Ok(Identity {
+                provider,
+                account_id: profile.id,
+                email,
+                vouched,
+                name: profile.name.or(Some(profile.login)),
+                image: profile.avatar_url,
+            })
+        }
+        AuthProvider::Google => {
+            let google = state.google.as_ref().ok_or(ApiError::UnknownProvider)?;
+            let nonce = flow.nonce.as_deref().ok_or(ApiError::InvalidState)?;
+            let profile = google
+                .sign_in(code, &flow.verifier, nonce)
+                .await
+                .map_err(|e| provider_failed(provider, e))?;
+            let email = profile.email.as_deref().and_then(|e| Email::parse(e).ok());
+            // Google vouches only for its own addresses and for Workspace domains (`hd`).
+            let vouched = profile.email_verified
+                && email
+                    .as_ref()
+                    .is_some_and(|e| e.as_str().ends_with("@gmail.com") || profile.hd.is_some());
+            Ok(Identity {
+                provider,
+                account_id: profile.sub,
+                email,
+                vouched,
+                name: profile.name,
+                image: profile.picture,
+            })
+        }
+        AuthProvider::Credentials => Err(ApiError::UnknownProvider),
+    }
+}
+
+fn display_name(identity: &Identity, email: &Email) -> UserName {
+    identity
+        .name
+        .as_deref()
+        .and_then(|n| {
+            UserName::parse(&n.chars().take(UserName::MAX_CHARS).collect::<String>()).ok()
+        })
+        .or_else(|| UserName::parse(email.as_str().split('@').next().unwrap_or("")).ok())
+        .or_else(|| UserName::parse("New user").ok())
+        .unwrap_or_else(unreachable_name)
+}
+
+#[allow(clippy::expect_used)]
+fn unreachable_name() -> UserName {
+    UserName::parse("User").expect("a constant valid name")
+}
+
+fn usable_image(raw: Option<&str>) -> Option<String> {
+    let raw = raw?;
+    let url = url::Url::parse(raw).ok()?;
+    (matches!(url.scheme(), "http" | "https") && raw.len() <= 2048).then(|| raw.to_owned())
+}
+
+/// The account policy: a known identity signs its user in; a vouched email links to its
+/// account; an unvouched one that matches an account is refused; otherwise a new user.
+async fn resolve_account(state: &AppState, identity: &Identity) -> Result<User, ApiError> {
+    let store = &state.store;
+    for _ in 0..2 {
+        if let Some(user) = store
+            .user_by_identity(identity.provider, &identity.account_id)
+            .await?
+        {
+            return Ok(user);
+        }
+        let Some(email) = &identity.email else {
+            log::warn!(
+                "{} shared no usable email address",
+                identity.provider.as_str()
+            );
+            return Err(ApiError::ProviderError);
+        };
+        let now = clock::now();
+        match store.user_by_email(email).await? {
+            Some(user) if identity.vouched => {
+                match store
+                    .link_identity(user.id, identity.provider, &identity.account_id, now)
+                    .await
+                {
+                    Ok(true) => {
+                        log::info!("user {} linked {}", user.id, identity.provider.as_str());
+                        return store
+                            .user_by_id(user.id)
+                            .await?
+                            .ok_or(ApiError::AccountNotLinked);
+                    }
+                    // The user has another identity of this provider, or this one raced in.
+                    Err(StoreError::Conflict) => continue,
+                    Ok(false) => continue,
+                    Err(e) => return Err(e.into()),
+                }
+            }
+            Some(_) => return Err(ApiError::AccountNotLinked),
+            None => {
+                let new_user = NewUser {
+                    id: UserId::new(),
+                    name: display_name(identity, email),
+                    email: email.clone(),
+                    image: usable_image(identity.image.as_deref()),
+                    password_hash: None,
+                    created_at: now,
+                };
+                match store
+                    .create_user_with_identity(new_user, identity.provider, &identity.account_id)
+                    .await
+                {
+                    Ok(user) => {
+                        log::info!(
+                            "user {} signed up with {}",
+                            user.id,
+                            identity.provider.as_str()
+                        );
+                        return Ok(user);
+                    }
+                    // The email or the identity was taken meanwhile: look again.
+                    Err(StoreError::Conflict) => continue,
+                    Err(e) => return Err(e.into()),
+                }
+            }
+        }
+    }
+    Err(ApiError::AccountNotLinked)
+}
+
+/// `url` with `key=value` appended to its query.
+fn with_param(url: &str, key: &str, value: &str) -> Result<String, ApiError> {
+    let mut url = url::Url::parse(url).map_err(|_| ApiError::InvalidState)?;
+    url.query_pairs_mut().append_pair(key, value);
+    Ok(url.to_string())
+}
+
+fn redirect(location: &str) -> actix_web::HttpResponseBuilder {
+    let mut res = HttpResponse::Found();
+    res.insert_header((header::LOCATION, location.to_owned()))
+        .insert_header((header::CACHE_CONTROL, "no-store"));
+    res
+}
+
+/// The provider sends the browser back here.
+#[utoipa::path(get, path = "/api/auth/callback/{provider}", tag = "oauth",
+    params(("provider" = String, Path, description = "`github` or `google`"), CallbackQuery),
+    responses(
+        (status = 302, description = "To the callbackUrl: with the session cookie set, or for an app callback with `?code=` (a one-time code for `POST /api/auth/token`) and no cookie; with `?error=` when the user declined",
+            headers(("Location" = String, description = "The callbackUrl"))),
+        (status = 400, description = "`invalid_state` (forged, missing, expired or already used)", body = crate::error::Problem, content_type = "application/problem+json"),
+        (status = 404, description = "`unknown_provider`", body = crate::error::Problem, content_type = "application/problem+json"),
+        (status = 409, description = "`account_not_linked`: an account has this email and the provider does not vouch for it", body = crate::error::Problem, content_type = "application/problem+json"),
+        (status = 502, description = "`provider_error`: the provider failed, timed out, or sent an ID token that does not verify", body = crate::error::Problem, content_type = "application/problem+json"),
+        (status = 503, description = "`store_unavailable`", body = crate::error::Problem, content_type = "application/problem+json"),
+    ))]
+pub async fn oauth_callback(
+    state: web::Data<AppState>,
+    req: HttpRequest,
+    provider: web::Path<String>,
+    query: web::Query<CallbackQuery>,
+) -> HttpResponse {
+    // The flow cookie is spent whatever happens.
+    let clear = state.cookies.flow(String::new(), 0);
+    let mut res = match callback(&state, &req, &provider, &query).await {
+        Ok(res) => res,
+        Err(e) => e.error_response(),
+    };
+    let _ = res.add_cookie(&clear);
+    res
+}
+
+async fn callback(
+    state: &AppState,
+    req: &HttpRequest,
+    provider: &str,
+    query: &CallbackQuery,
+) -> Result<HttpResponse, ApiError> {
+    let provider = enabled(state, provider)?;
+    let now = clock::now();
+    let flow = req
+        .cookie(state.cookies.flow_name)
+        .and_then(|c: Cookie<'_>| state.oauth_flow.open(c.value(), now))
+        .ok_or(ApiError::InvalidState)?;
+    let given = query.state.as_deref().unwrap_or("");
+    if flow.provider != provider.as_str()
+        || !bool::from(given.as_bytes().ct_eq(flow.state.as_bytes()))
+    {
+        return Err(ApiError::InvalidState);
+    }
+    // A state is accepted once, across every instance.
+    let expires = OffsetDateTime::from_unix_timestamp(flow.expires_at).unwrap_or(now);
+    match state
+        .store
+        .put_token(STATE_KIND, &sha256_hex(&flow.state), None, "", expires)
+        .await
+    {
+        Err(StoreError::Conflict) => return Err(ApiError::InvalidState),
+        other => other?,
+    }
+    if let Some(error) = &query.error {
+        // Relay the provider's error code (only its safe characters) to the app.
+        let code: String = error
+            .chars()
+            .filter(|c| c.is_ascii_alphanumeric() || *c == '_')
+            .take(64)
+            .collect();
+        log::info!(
+            "{} sign-in ended by the provider: {code}",
+            provider.as_str()
+        );
+        return Ok(redirect(&with_param(&flow.callback_url, "error", &code)?).finish());
+    }
+    let code = query
+        .code
+        .as_deref()
+        .filter(|c| !c.is_empty() && c.len() <= 2048)
+        .ok_or_else(|| ApiError::field("code", "is required"))?;
+
+    let identity = fetch_identity(state, provider, code, &flow).await?;
+    let user = resolve_account(state, &identity).await?;
+    let ip = ClientIp::resolve(req, &state.settings.trusted_proxies);
+
+    if let Some(challenge) = &flow.app_challenge {
+        // An app gets a one-time code bound to its own PKCE challenge, never a cookie.
+        let one_time = random_token();
+        let data = serde_json::to_string(&CodeData {
+            challenge: challenge.clone(),
+            auth_time: now.unix_timestamp(),
+        })
+        .map_err(ApiError::internal)?;
+        state
+            .store
+            .put_token(
+                CODE_KIND,
+                &sha256_hex(&one_time),
+                Some(user.id),
+                &data,
+                now + time::Duration::seconds(CODE_TTL_SECS),
+            )
+            .await?;
+        log::info!(
+            "user {} signed in with {} (app)",
+            user.id,
+            provider.as_str()
+        );
+        return Ok(redirect(&with_param(&flow.callback_url, "code", &one_time)?).finish());
+    }
+    let issued = new_session(state, req, ip, &user, now).await?;
+    log::info!("user {} signed in with {}", user.id, provider.as_str());
+    Ok(redirect(&flow.callback_url)
+        .cookie(state.cookies.session(issued.token, issued.expires_in))
+        .finish())
+}
+
+/// Exchange an app's one-time code for a session.
+#[utoipa::path(post, path = "/api/auth/token", tag = "oauth",
+    request_body = TokenRequest,
+    responses(
+        (status = 200, description = "Signed in", body = AuthResponse),
+        (status = 400, description = "`invalid_code` (unknown, used, older than 60 s, or the verifier does not match; a failed exchange spends the code) or `validation_failed`",
+            body = crate::error::Problem, content_type = "application/problem+json"),
+        (status = 415, description = "`unsupported_media_type`", body = crate::error::Problem, content_type = "application/problem+json"),
+        (status = 429, description = "`rate_limited`", body = crate::error::Problem, content_type = "application/problem+json",
+            headers(("Retry-After" = u64, description = "Seconds to wait"))),
+        (status = 503, description = "`store_unavailable`", body = crate::error::Problem, content_type = "application/problem+json"),
+    ))]
+pub async fn exchange_code(
+    state: web::Data<AppState>,
+    req: HttpRequest,
+    ApiJson(body): ApiJson<TokenRequest>,
+) -> Result<HttpResponse, ApiError> {
+    let ip = ClientIp::resolve(&req, &state.settings.trusted_proxies);
+    state.limiter.credential_request(ip).await?;
+    if body.code.is_empty() || body.code.len() > 256 {
+        return Err(ApiError::InvalidCode);
+    }
+    let now = clock::now();
+    let record = state
+        .store
+        .take_token(CODE_KIND, &sha256_hex(&body.code), now)
+        .await?
+        .ok_or(ApiError::InvalidCode)?;
+    let data: CodeData = serde_json::from_str(&record.data).map_err(|_| ApiError::InvalidCode)?;
+    let verifier_ok = (43..=128).contains(&body.code_verifier.len())
+        && bool::from(
+            s256(&body.code_verifier)
+                .as_bytes()
+                .ct_eq(data.challenge.as_bytes()),
+        );
+    if !verifier_ok {
+        log::warn!("a one-time code was presented with the wrong verifier; it is spent");
+        return Err(ApiError::InvalidCode);
+    }
+    let user_id = record.user_id.ok_or(ApiError::InvalidCode)?;
+    let user = state
+        .store
+        .user_by_id(user_id)
+        .await?
+        .ok_or(ApiError::InvalidCode)?;
+    let auth_time = OffsetDateTime::from_unix_timestamp(data.auth_time).unwrap_or(now);
+    let issued = new_session(&state, &req, ip, &user, auth_time).await?;
+    log::info!("user {} exchanged a one-time code", user.id);
+    Ok(HttpResponse::build(StatusCode::OK).json(auth_response(&user, &issued)))
+}
+
+/// Unlink a provider from the signed-in user.
+#[utoipa::path(delete, path = "/api/user/providers/{provider}", tag = "oauth",
+    security(("bearer" = []), ("cookie" = [])),
+    params(("provider" = String, Path, description = "`github` or `google`")),
+    responses(
+        (status = 200, description = "The user without that provider", body = UserBody),
+        (status = 401, description = "`unauthenticated`", body = crate::error::Problem, content_type = "application/problem+json"),
+        (status = 403, description = "`csrf_failed` or `origin_forbidden`", body = crate::error::Problem, content_type = "application/problem+json"),
+        (status = 404, description = "`not_found`: no such provider is linked", body = crate::error::Problem, content_type = "application/problem+json"),
+        (status = 409, description = "`last_sign_in_method`: the user would have no way left to sign in", body = crate::error::Problem, content_type = "application/problem+json"),
+        (status = 503, description = "`store_unavailable`", body = crate::error::Problem, content_type = "application/problem+json"),
+    ))]
+pub async fn unlink_provider(
+    state: web::Data<AppState>,
+    current: CurrentUser,
+    provider: web::Path<String>,
+) -> Result<HttpResponse, ApiError> {
+    let provider = match AuthProvider::parse(&provider) {
+        Some(p @ (AuthProvider::Github | AuthProvider::Google)) => p,
+        _ => return Err(ApiError::NotFound),
+    };
+    let user = state
+        .store
+        .user_by_id(current.id)
+        .await?
+        .ok_or(ApiError::Unauthenticated)?;
+    if !user.linked.contains(&provider) {
+        return Err(ApiError::NotFound);
+    }
+    if user.providers().len() <= 1 {
+        return Err(ApiError::LastSignInMethod);
+    }
+    if !state.store.unlink_identity(user.id, provider).await? {
+        return Err(ApiError::NotFound);
+    }
+    log::info!("user {} unlinked {}", user.id, provider.as_str());
+    let user = state
+        .store
+        .user_by_id(current.id)
+        .await?
+        .ok_or(ApiError::Unauthenticated)?;
+    Ok(HttpResponse::Ok().json(UserBody::from(&user)))
+}
