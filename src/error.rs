@@ -37,7 +37,7 @@ pub enum ApiError {
     #[error("unknown provider")]
     UnknownProvider,
     #[error("method not allowed")]
-    MethodNotAllowed,
+    MethodNotAllowed { allow: Option<String> },
     #[error("payload too large")]
     PayloadTooLarge,
     #[error("unsupported media type")]
@@ -118,7 +118,7 @@ impl ApiError {
             Self::OriginForbidden => kind("origin_forbidden", S::FORBIDDEN, "Origin not allowed"),
             Self::NotFound => kind("not_found", S::NOT_FOUND, "Not found"),
             Self::UnknownProvider => kind("unknown_provider", S::NOT_FOUND, "Unknown provider"),
-            Self::MethodNotAllowed => kind(
+            Self::MethodNotAllowed { .. } => kind(
                 "method_not_allowed",
                 S::METHOD_NOT_ALLOWED,
                 "Method not allowed",
@@ -229,7 +229,7 @@ impl ApiError {
             Self::OriginForbidden => "Requests from this origin are not allowed.".into(),
             Self::NotFound => "No such resource.".into(),
             Self::UnknownProvider => "No such provider is known or enabled.".into(),
-            Self::MethodNotAllowed => "This resource does not support that method.".into(),
+            Self::MethodNotAllowed { .. } => "This resource does not support that method.".into(),
             Self::PayloadTooLarge => {
                 "The request body is larger than this endpoint accepts.".into()
             }
@@ -328,6 +328,11 @@ impl ResponseError for ApiError {
         match self {
             Self::RateLimited { retry_after } | Self::UpstreamRateLimited { retry_after } => {
                 res.insert_header((header::RETRY_AFTER, retry_secs(*retry_after).to_string()));
+            }
+            Self::MethodNotAllowed { allow: Some(allow) } => {
+                if let Ok(value) = HeaderValue::from_str(allow) {
+                    res.insert_header((header::ALLOW, value));
+                }
             }
             Self::Unauthenticated | Self::InvalidCredentials | Self::ReauthRequired => {
                 res.insert_header((header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer")));
@@ -484,7 +489,7 @@ mod tests {
             ApiError::OriginForbidden,
             ApiError::NotFound,
             ApiError::UnknownProvider,
-            ApiError::MethodNotAllowed,
+            ApiError::MethodNotAllowed { allow: None },
             ApiError::PayloadTooLarge,
             ApiError::UnsupportedMediaType,
             ApiError::RateLimited {

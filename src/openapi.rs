@@ -43,6 +43,7 @@ use crate::{error, routes};
         routes::health::healthz,
         routes::health::readyz,
         routes::docs::openapi_json,
+        routes::docs::docs,
     ),
     components(schemas(error::Problem, routes::UserBody)),
     modifiers(&Security, &ErrorCodes),
@@ -103,4 +104,28 @@ pub fn document_json() -> String {
     ApiDoc::openapi()
         .to_pretty_json()
         .unwrap_or_else(|e| format!("{{\"error\": \"{e}\"}}"))
+}
+
+/// Each documented path's methods as an `Allow` value (`GET, PATCH, DELETE`).
+pub fn allowed_methods() -> std::collections::HashMap<String, String> {
+    ApiDoc::openapi()
+        .paths
+        .paths
+        .iter()
+        .map(|(path, item)| {
+            let mut methods: Vec<&str> = Vec::new();
+            for (present, name) in [
+                (item.get.is_some(), "GET"),
+                (item.post.is_some(), "POST"),
+                (item.put.is_some(), "PUT"),
+                (item.patch.is_some(), "PATCH"),
+                (item.delete.is_some(), "DELETE"),
+            ] {
+                if present {
+                    methods.push(name);
+                }
+            }
+            (path.clone(), methods.join(", "))
+        })
+        .collect()
 }

@@ -53,6 +53,8 @@ pub struct AppState {
     pub together: TogetherClient,
     /// The OpenAPI document, rendered once.
     pub openapi: web::Bytes,
+    /// Each documented path pattern's methods, for `Allow` on 405 answers.
+    pub allowed_methods: std::collections::HashMap<String, String>,
 }
 
 /// A bound, ready-to-run server.
@@ -195,6 +197,7 @@ impl Application {
             hasher,
             store,
             openapi: web::Bytes::from(openapi::document_json()),
+            allowed_methods: openapi::allowed_methods(),
             settings: Arc::new(settings),
         });
 
@@ -328,7 +331,7 @@ async fn response_headers(
     let mut res = if (status.is_client_error() || status.is_server_error()) && !is_problem {
         let error = match status {
             StatusCode::NOT_FOUND => ApiError::NotFound,
-            StatusCode::METHOD_NOT_ALLOWED => ApiError::MethodNotAllowed,
+            StatusCode::METHOD_NOT_ALLOWED => ApiError::MethodNotAllowed { allow: None },
             StatusCode::PAYLOAD_TOO_LARGE => ApiError::PayloadTooLarge,
             StatusCode::UNSUPPORTED_MEDIA_TYPE => ApiError::UnsupportedMediaType,
             StatusCode::UNAUTHORIZED => ApiError::Unauthenticated,

@@ -35,9 +35,15 @@ where
     Option::<T>::deserialize(de).map(Some)
 }
 
-/// The answer for a method a resource does not support.
-pub async fn method_not_allowed() -> Result<HttpResponse, ApiError> {
-    Err(ApiError::MethodNotAllowed)
+/// The answer for a method a resource does not support, with its `Allow` list.
+pub async fn method_not_allowed(
+    req: actix_web::HttpRequest,
+    state: web::Data<crate::startup::AppState>,
+) -> Result<HttpResponse, ApiError> {
+    let allow = req
+        .match_pattern()
+        .and_then(|pattern| state.allowed_methods.get(&pattern).cloned());
+    Err(ApiError::MethodNotAllowed { allow })
 }
 
 /// The answer for a path no resource serves.
@@ -45,9 +51,24 @@ pub async fn not_found() -> Result<HttpResponse, ApiError> {
     Err(ApiError::NotFound)
 }
 
+/// Every path pattern given to `resource`, so tests can compare the router with the document.
+static REGISTERED: std::sync::Mutex<std::collections::BTreeSet<String>> =
+    std::sync::Mutex::new(std::collections::BTreeSet::new());
+
 /// A resource at `path` whose unsupported methods answer 405 problem+json.
 pub fn resource(path: &str) -> actix_web::Resource {
+    if let Ok(mut registered) = REGISTERED.lock() {
+        registered.insert(path.to_owned());
+    }
     web::resource(path).default_service(web::to(method_not_allowed))
+}
+
+/// The path patterns registered so far (complete once an app has been built).
+pub fn registered_paths() -> Vec<String> {
+    REGISTERED
+        .lock()
+        .map(|r| r.iter().cloned().collect())
+        .unwrap_or_default()
 }
 
 /// A user as clients see it.

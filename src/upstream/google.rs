@@ -54,6 +54,8 @@ struct Extra {
 #[derive(Deserialize, Default)]
 struct UserInfo {
     #[serde(default)]
+    sub: Option<String>,
+    #[serde(default)]
     name: Option<String>,
     #[serde(default)]
     picture: Option<String>,
@@ -169,23 +171,28 @@ impl GoogleClient {
     ) -> Result<Verified, UpstreamError> {
         use openidconnect::{ClaimsVerificationError as C, SignatureVerificationError as S};
         let client = self.client(jwks.clone())?;
-        let claims =
-            match id_token.claims(&client.id_token_verifier(), &Nonce::new(nonce.to_owned())) {
-                Ok(claims) => claims,
-                Err(C::SignatureVerification(S::NoMatchingKey)) => return Ok(Verified::UnknownKey),
-                Err(e) => {
-                    // Names the failed check (expired, audience, nonce, signature), never the token.
-                    let reason = match e {
-                        C::Expired(_) => "expired",
-                        C::InvalidAudience(_) => "wrong audience",
-                        C::InvalidIssuer(_) => "wrong issuer",
-                        C::InvalidNonce(_) => "wrong nonce",
-                        C::SignatureVerification(_) => "bad signature",
-                        _ => "invalid claims",
-                    };
-                    return Err(provider_error(&format!("ID token refused: {reason}")));
-                }
-            };
+        // Google's tokens carry `iss` with or without the scheme; checked below.
+        let verifier = client.id_token_verifier().require_issuer_match(false);
+        let claims = match id_token.claims(&verifier, &Nonce::new(nonce.to_owned())) {
+            Ok(claims) => claims,
+            Err(C::SignatureVerification(S::NoMatchingKey)) => return Ok(Verified::UnknownKey),
+            Err(e) => {
+                // Names the failed check (expired, audience, nonce, signature), never the token.
+                let reason = match e {
+                    C::Expired(_) => "expired",
+                    C::InvalidAudience(_) => "wrong audience",
+                    C::InvalidIssuer(_) => "wrong issuer",
+                    C::InvalidNonce(_) => "wrong nonce",
+                    C::SignatureVerification(_) => "bad signature",
+                    _ => "invalid claims",
+                };
+                return Err(provider_error(&format!("ID token refused: {reason}")));
+            }
+        };
+        let issuer = claims.issuer().as_str();
+        if issuer != self.issuer && Some(issuer) != self.issuer.strip_prefix("https://") {
+            return Err(provider_error("ID token refused: wrong issuer"));
+        }
         // The signature is verified: the payload's other claims can be read as they are.
         let extra: Extra = id_token
             .to_string()
@@ -248,9 +255,12 @@ impl GoogleClient {
         };
         if profile.name.is_none() || profile.picture.is_none() {
             let access = SecretString::from(token.access_token().secret().to_owned());
+            // Userinfo speaks for the ID token's subject only (OIDC Core 5.3.2).
             if let Ok(info) = self.userinfo(&access).await {
-                profile.name = profile.name.or(info.name);
-                profile.picture = profile.picture.or(info.picture);
+                if info.sub.as_deref() == Some(profile.sub.as_str()) {
+                    profile.name = profile.name.or(info.name);
+                    profile.picture = profile.picture.or(info.picture);
+                }
             }
         }
         Ok(profile)

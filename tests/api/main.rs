@@ -6,8 +6,9 @@ mod helpers;
 
 mod api_keys;
 mod auth;
+mod docs;
 mod generate;
 mod hardening;
-mod oidc_peer;
 mod oauth;
+mod oidc_peer;
 mod user;
