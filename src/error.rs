@@ -349,12 +349,22 @@ impl From<StoreError> for ApiError {
     fn from(error: StoreError) -> Self {
         match error {
             StoreError::Unavailable(cause) => {
+                crate::metrics::metrics()
+                    .store_errors
+                    .with_label_values(&["unavailable"])
+                    .inc();
                 log::warn!("store unavailable: {cause:#}");
                 Self::StoreUnavailable
             }
             StoreError::NotFound => Self::NotFound,
             StoreError::Conflict => Self::internal(anyhow::anyhow!("unexpected store conflict")),
-            StoreError::Other(cause) => Self::Internal(cause),
+            StoreError::Other(cause) => {
+                crate::metrics::metrics()
+                    .store_errors
+                    .with_label_values(&["other"])
+                    .inc();
+                Self::Internal(cause)
+            }
         }
     }
 }
@@ -368,6 +378,16 @@ impl From<crate::domain::FieldError> for ApiError {
 impl From<crate::upstream::UpstreamError> for ApiError {
     fn from(error: crate::upstream::UpstreamError) -> Self {
         use crate::upstream::UpstreamError as U;
+        let outcome = match &error {
+            U::KeyRejected => "key_rejected",
+            U::RateLimited { .. } => "rate_limited",
+            U::Timeout => "timeout",
+            U::Failed(_) => "error",
+        };
+        crate::metrics::metrics()
+            .upstream
+            .with_label_values(&["together", outcome])
+            .inc();
         match error {
             U::KeyRejected => Self::UpstreamKeyRejected,
             U::RateLimited { retry_after } => Self::UpstreamRateLimited { retry_after },

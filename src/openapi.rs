@@ -42,6 +42,7 @@ use crate::{error, routes};
         routes::oauth::unlink_provider,
         routes::health::healthz,
         routes::health::readyz,
+        routes::health::metrics,
         routes::docs::openapi_json,
         routes::docs::docs,
     ),

@@ -227,6 +227,7 @@ impl Application {
                     origin_guard(allowed.clone(), req, next)
                 }))
                 .wrap(from_fn(response_headers))
+                .wrap(from_fn(record_metrics))
                 .wrap(
                     // The path only (%U): query strings will carry OAuth codes.
                     Logger::new(r#"%a "%{method}xi %U" %s %b %Dms"#)
@@ -361,5 +362,28 @@ async fn response_headers(
     if is_api && !headers.contains_key(header::CACHE_CONTROL) {
         headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
     }
+    Ok(res)
+}
+
+/// Counts every answer by route pattern (never the raw path: ids and codes stay out), method and
+/// status, and times it.
+async fn record_metrics(
+    req: ServiceRequest,
+    next: Next<impl MessageBody + 'static>,
+) -> Result<ServiceResponse<BoxBody>, actix_web::Error> {
+    let started = std::time::Instant::now();
+    let method = req.method().clone();
+    let res = next.call(req).await?.map_into_boxed_body();
+    let route = res
+        .request()
+        .match_pattern()
+        .unwrap_or_else(|| "unmatched".to_owned());
+    let m = crate::metrics::metrics();
+    m.requests
+        .with_label_values(&[route.as_str(), method.as_str(), res.status().as_str()])
+        .inc();
+    m.latency
+        .with_label_values(&[route.as_str(), method.as_str()])
+        .observe(started.elapsed().as_secs_f64());
     Ok(res)
 }

@@ -49,6 +49,7 @@ impl RateLimiter {
     /// `RateLimited` when `key` already has `max` events in the window ending now.
     async fn check(
         &self,
+        limit: &'static str,
         key: &str,
         max: u32,
         window: Duration,
@@ -58,6 +59,10 @@ impl RateLimiter {
         if seen.count < u64::from(max) {
             return Ok(());
         }
+        crate::metrics::metrics()
+            .rate_limited
+            .with_label_values(&[limit])
+            .inc();
         let oldest = seen.oldest.unwrap_or(now);
         let retry_after = (oldest + window - now).max(time::Duration::seconds(1));
         Err(ApiError::RateLimited {
@@ -66,26 +71,34 @@ impl RateLimiter {
     }
 
     /// Counts one request against a per-minute budget, refusing it once the budget is spent.
-    async fn take(&self, key: &str, per_min: u32) -> Result<(), ApiError> {
+    async fn take(&self, limit: &'static str, key: &str, per_min: u32) -> Result<(), ApiError> {
         if per_min == 0 {
             return Ok(());
         }
         let now = clock::now();
-        self.check(key, per_min, MINUTE, now).await?;
+        self.check(limit, key, per_min, MINUTE, now).await?;
         self.store.record_event(key, now, now + MINUTE).await?;
         Ok(())
     }
 
     /// The per-IP budget of the credential endpoints.
     pub async fn credential_request(&self, ip: ClientIp) -> Result<(), ApiError> {
-        self.take(&key(&["ip", &ip.0.to_string()]), self.limits.ip_per_min)
-            .await
+        self.take(
+            "ip",
+            &key(&["ip", &ip.0.to_string()]),
+            self.limits.ip_per_min,
+        )
+        .await
     }
 
     /// The per-user budget of `/api/generate`.
     pub async fn generate_request(&self, user: &str) -> Result<(), ApiError> {
-        self.take(&key(&["generate", user]), self.limits.generate_per_min)
-            .await
+        self.take(
+            "generate",
+            &key(&["generate", user]),
+            self.limits.generate_per_min,
+        )
+        .await
     }
 
     fn signin_keys(email: &Email, ip: ClientIp) -> (String, String) {
@@ -102,9 +115,16 @@ impl RateLimiter {
         let (per_ip, per_email) = Self::signin_keys(email, ip);
         let now = clock::now();
         let window = self.limits.signin_window;
-        self.check(&per_ip, self.limits.signin_max_failures, window, now)
-            .await?;
         self.check(
+            "signin_ip",
+            &per_ip,
+            self.limits.signin_max_failures,
+            window,
+            now,
+        )
+        .await?;
+        self.check(
+            "signin_email",
             &per_email,
             self.limits.signin_max_failures_per_email,
             window,

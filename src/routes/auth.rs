@@ -265,7 +265,13 @@ pub async fn signin(
     }
     let password = Password::candidate(&body.password);
 
-    state.limiter.check_signin(&email, ip).await?;
+    let signins = &crate::metrics::metrics().signins;
+    if let Err(e) = state.limiter.check_signin(&email, ip).await {
+        if matches!(e, ApiError::RateLimited { .. }) {
+            signins.with_label_values(&["rate_limited"]).inc();
+        }
+        return Err(e);
+    }
     let user = state.store.user_by_email(&email).await?;
     let hash = user.as_ref().and_then(|u| u.password_hash.as_deref());
     // Unknown emails and password-less accounts pay for one bcrypt run too.
@@ -273,10 +279,12 @@ pub async fn signin(
     let user = match user {
         Some(user) if matched => user,
         _ => {
+            signins.with_label_values(&["invalid_credentials"]).inc();
             state.limiter.signin_failed(&email, ip).await?;
             return Err(ApiError::InvalidCredentials);
         }
     };
+    signins.with_label_values(&["success"]).inc();
     state.limiter.signin_succeeded(&email, ip).await?;
 
     if user

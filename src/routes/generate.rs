@@ -217,6 +217,10 @@ pub async fn generate(
     };
     if !req.stream {
         let answer = state.together.complete(&key, &chat).await?;
+        crate::metrics::metrics()
+            .upstream
+            .with_label_values(&["together", "ok"])
+            .inc();
         log::info!(
             "user {} generated {} completion tokens",
             current.id,
@@ -232,7 +236,13 @@ pub async fn generate(
     let mut stream = state.together.stream(&key, &chat).await?;
     // Wait for the first delta: a failure before it still gets a real status and problem+json.
     let first = match stream.next().await {
-        Some(Ok(item)) => item,
+        Some(Ok(item)) => {
+            crate::metrics::metrics()
+                .upstream
+                .with_label_values(&["together", "ok"])
+                .inc();
+            item
+        }
         Some(Err(e)) => return Err(e.into()),
         None => return Err(ApiError::UpstreamError),
     };

@@ -221,6 +221,14 @@ struct Identity {
 }
 
 fn provider_failed(provider: AuthProvider, e: crate::upstream::UpstreamError) -> ApiError {
+    let outcome = match e {
+        crate::upstream::UpstreamError::Timeout => "timeout",
+        _ => "error",
+    };
+    crate::metrics::metrics()
+        .upstream
+        .with_label_values(&[provider.as_str(), outcome])
+        .inc();
     log::warn!("{} sign-in failed: {e}", provider.as_str());
     ApiError::ProviderError
 }
@@ -464,6 +472,10 @@ async fn callback(
         .ok_or_else(|| ApiError::field("code", "is required"))?;
 
     let identity = fetch_identity(state, provider, code, &flow).await?;
+    crate::metrics::metrics()
+        .upstream
+        .with_label_values(&[provider.as_str(), "ok"])
+        .inc();
     let user = resolve_account(state, &identity).await?;
     let ip = ClientIp::resolve(req, &state.settings.trusted_proxies);
 

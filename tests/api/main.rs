@@ -11,4 +11,5 @@ mod generate;
 mod hardening;
 mod oauth;
 mod oidc_peer;
+mod resilience;
 mod user;

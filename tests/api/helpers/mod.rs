@@ -1,5 +1,6 @@
 //! `spawn_app(backend)`, request helpers, and the `backend_tests!` macro.
 
+pub mod process;
 pub mod providers;
 pub mod together;
 
@@ -69,6 +70,14 @@ pub struct Database {
 }
 
 impl Database {
+    /// A database at a URL the test made itself.
+    pub fn at(url: String) -> Self {
+        Self {
+            url,
+            _dir: Arc::new(tempfile::tempdir().expect("temp dir")),
+        }
+    }
+
     pub fn fresh(backend: Backend) -> Self {
         let dir = tempfile::tempdir().expect("temp dir");
         let url = match backend {
