@@ -125,12 +125,14 @@ async fn two_instances_share_revocation_limits_and_one_time_codes(backend: Backe
     .await;
 }
 
+/// What the server said succeeded: email, password, and the key stored for the user.
+type Acknowledged = (String, String, Option<String>);
+
 async fn a_crash_loses_no_acknowledged_write(backend: Backend) {
     let db = Database::fresh(backend);
     let child = ChildApp::start(&db, &[]).await;
     let client = reqwest::Client::new();
-    // What the server said succeeded: (email, password, Option<key>).
-    let acknowledged: Arc<Mutex<Vec<(String, String, Option<String>)>>> = Arc::default();
+    let acknowledged: Arc<Mutex<Vec<Acknowledged>>> = Arc::default();
     let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
     let mut writers = Vec::new();
     for w in 0..6 {
