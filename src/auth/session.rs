@@ -5,7 +5,7 @@ use futures_util::future::LocalBoxFuture;
 use time::OffsetDateTime;
 use uuid::Uuid;
 
-use super::{csrf, jwt::Claims};
+use super::{csrf, jwt::AccessClaims};
 use crate::{clock, domain::UserId, error::ApiError, startup::AppState};
 
 /// How the token arrived.
@@ -72,7 +72,7 @@ impl FromRequest for CurrentUser {
             let state = app_state(&req)?;
             let (token, via) =
                 find_token(&req, state.cookies.session_name).ok_or(ApiError::Unauthenticated)?;
-            let claims: Claims = state.jwt.verify(&token)?;
+            let claims: AccessClaims = state.jwt.verify_access(&token)?;
             if via == Via::Cookie && is_state_changing(req.method()) {
                 let header = req
                     .headers()

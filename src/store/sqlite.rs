@@ -104,6 +104,66 @@ impl SqliteStore {
     }
 }
 
+thread_local! {
+    /// Each worker thread's read-only connections, by database file.
+    static READERS: std::cell::RefCell<Vec<(PathBuf, Connection)>> =
+        const { std::cell::RefCell::new(Vec::new()) };
+}
+
+/// How many databases one thread keeps a reader for (one in production; tests open many).
+const READERS_PER_THREAD: usize = 4;
+
+fn open_reader(path: &Path) -> rusqlite::Result<Connection> {
+    let conn = Connection::open_with_flags(
+        path,
+        rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY | rusqlite::OpenFlags::SQLITE_OPEN_NO_MUTEX,
+    )?;
+    // A reader in WAL mode never waits for the writer; anything else is handed to the pool.
+    conn.busy_timeout(Duration::from_millis(10))?;
+    Ok(conn)
+}
+
+impl SqliteStore {
+    /// Runs a point read on the calling thread's own read-only connection: in WAL mode it takes
+    /// microseconds and never waits for a writer, so the hot path (the session check of every
+    /// request) skips the hop to the blocking pool. Falls back to the pool when the database is
+    /// busy or the reader cannot be opened.
+    async fn read<T, F>(&self, f: F) -> Result<T, StoreError>
+    where
+        T: Send + 'static,
+        F: Fn(&Connection) -> rusqlite::Result<T> + Clone + Send + 'static,
+    {
+        let path = &self.inner.path;
+        let inline = READERS.with(|cell| {
+            let mut readers = cell.borrow_mut();
+            let index = match readers.iter().position(|(p, _)| p == path) {
+                Some(i) => i,
+                None => {
+                    let conn = open_reader(path)?;
+                    if readers.len() >= READERS_PER_THREAD {
+                        readers.remove(0);
+                    }
+                    readers.push((path.clone(), conn));
+                    readers.len() - 1
+                }
+            };
+            f(&readers[index].1)
+        });
+        match inline {
+            Ok(value) => Ok(value),
+            Err(e)
+                if matches!(
+                    e.sqlite_error_code(),
+                    Some(ErrorCode::DatabaseBusy | ErrorCode::DatabaseLocked | ErrorCode::CannotOpen)
+                ) =>
+            {
+                self.run(move |conn| f(conn)).await
+            }
+            Err(e) => Err(map_error(e)),
+        }
+    }
+}
+
 impl Inner {
     fn take_idle(&self) -> Option<Connection> {
         self.idle.lock().ok()?.pop()
@@ -256,8 +316,8 @@ impl UserStore for SqliteStore {
     }
 
     async fn user_by_id(&self, id: UserId) -> Result<Option<User>, StoreError> {
-        self.run(move |conn| user_by_id(conn, &id.to_string()))
-            .await
+        let id = id.to_string();
+        self.read(move |conn| user_by_id(conn, &id)).await
     }
 
     async fn user_by_email(&self, email: &Email) -> Result<Option<User>, StoreError> {
@@ -368,12 +428,13 @@ impl SessionStore for SqliteStore {
         id: Uuid,
         now: OffsetDateTime,
     ) -> Result<Option<SessionRecord>, StoreError> {
-        self.run(move |conn| {
+        let (id, now) = (id.to_string(), to_millis(now));
+        self.read(move |conn| {
             conn.prepare_cached(
                 "SELECT id, user_id, created_at, last_used_at, expires_at, auth_time, user_agent, ip \
                  FROM sessions WHERE id = ?1 AND expires_at > ?2",
             )?
-            .query_row(params![id.to_string(), to_millis(now)], session_from_row)
+            .query_row(params![id, now], session_from_row)
             .optional()
         })
         .await
@@ -486,12 +547,13 @@ fn sort_keys(keys: &mut [StoredKey]) {
 #[async_trait]
 impl KeyStore for SqliteStore {
     async fn api_keys(&self, user: UserId) -> Result<Vec<StoredKey>, StoreError> {
-        self.run(move |conn| {
+        let user = user.to_string();
+        self.read(move |conn| {
             let mut keys = conn
                 .prepare_cached(
                     "SELECT provider, key_id, nonce, ciphertext, updated_at FROM api_keys WHERE user_id = ?1",
                 )?
-                .query_map([user.to_string()], stored_key_from_row)?
+                .query_map([&user], stored_key_from_row)?
                 .collect::<rusqlite::Result<Vec<_>>>()?;
             sort_keys(&mut keys);
             Ok(keys)
