@@ -21,6 +21,8 @@ WORKDIR /build
 #    layer is rebuilt only when Cargo.toml or Cargo.lock change. (rusqlite's bundled SQLite
 #    needs a C compiler: gcc and libc6-dev ship with the rust slim image.)
 COPY Cargo.toml Cargo.lock ./
+# The manifest names the benchmark programs as examples; cargo wants their files present.
+COPY bench/*.rs ./bench/
 RUN mkdir src \
     && echo 'fn main() {}' > src/main.rs \
     && touch src/lib.rs \
@@ -32,9 +34,10 @@ RUN mkdir src \
        target/release/deps/libauthvault-* \
        target/release/.fingerprint/authvault-*
 
-# 2. The crate itself. migrations/ must be present: src/store/sqlite.rs embeds
-#    migrations/sqlite/0001_init.sql with include_str!.
+# 2. The crate itself. migrations/ and assets/ must be present: the SQLite schema and the
+#    API reference page's scripts are embedded with include_str!/include_bytes!.
 COPY migrations ./migrations
+COPY assets ./assets
 COPY src ./src
 # COPY keeps the context's mtimes, which may be older than the dummy build: touch so that
 # cargo never mistakes the dummy artifacts for fresh ones.

@@ -3,8 +3,14 @@
 use std::time::{Duration, Instant};
 
 fn main() {
-    let cost: u32 = std::env::args().nth(1).and_then(|c| c.parse().ok()).unwrap_or(10);
-    let seconds: u64 = std::env::args().nth(2).and_then(|s| s.parse().ok()).unwrap_or(5);
+    let cost: u32 = std::env::args()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(10);
+    let seconds: u64 = std::env::args()
+        .nth(2)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(5);
     let hash = bcrypt::hash("correct horse battery", cost).expect("hash");
     let started = Instant::now();
     let mut n = 0u64;

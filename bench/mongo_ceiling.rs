@@ -7,17 +7,27 @@ use mongodb::{bson::doc, Client};
 
 #[tokio::main]
 async fn main() {
-    let url = std::env::args().nth(1).expect("usage: mongo_ceiling URL [CONCURRENCY] [SECONDS]");
-    let concurrency: usize = std::env::args().nth(2).and_then(|c| c.parse().ok()).unwrap_or(64);
-    let seconds: u64 = std::env::args().nth(3).and_then(|s| s.parse().ok()).unwrap_or(10);
+    let url = std::env::args()
+        .nth(1)
+        .expect("usage: mongo_ceiling URL [CONCURRENCY] [SECONDS]");
+    let concurrency: usize = std::env::args()
+        .nth(2)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(64);
+    let seconds: u64 = std::env::args()
+        .nth(3)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(10);
     let client = Client::with_uri_str(&url).await.expect("connect");
     let coll = client
         .database("bench_ceiling")
         .collection::<mongodb::bson::Document>("sessions");
     coll.drop().await.ok();
-    coll.insert_one(doc! {"_id": "s1", "userId": "u1", "expiresAt": mongodb::bson::DateTime::now()})
-        .await
-        .expect("insert");
+    coll.insert_one(
+        doc! {"_id": "s1", "userId": "u1", "expiresAt": mongodb::bson::DateTime::now()},
+    )
+    .await
+    .expect("insert");
     let deadline = Instant::now() + Duration::from_secs(seconds);
     let started = Instant::now();
     let tasks = (0..concurrency).map(|_| {

@@ -290,12 +290,20 @@ pub struct Problem {
     pub type_: String,
     pub title: String,
     pub status: u16,
-    /// Stable machine-readable code; see the list in the API description.
+    /// Stable machine-readable code, one of `ErrorCode`.
+    #[schema(schema_with = error_code_schema)]
     pub code: String,
     pub detail: String,
     /// Field name to messages, on `validation_failed` only.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub errors: Option<BTreeMap<String, Vec<String>>>,
+}
+
+/// `Problem.code` refers to the `ErrorCode` enum that `openapi.rs` adds to the document.
+fn error_code_schema() -> utoipa::openapi::schema::RefBuilder {
+    utoipa::openapi::schema::RefBuilder::new()
+        .ref_location_from_schema_name("ErrorCode")
+        .description(Some("Stable machine-readable code, one of `ErrorCode`."))
 }
 
 impl From<&ApiError> for Problem {

@@ -7,6 +7,7 @@ pub mod config;
 pub mod dev_secrets;
 pub mod domain;
 pub mod error;
+pub mod mail;
 pub mod metrics;
 pub mod openapi;
 pub mod random;

@@ -2,8 +2,9 @@
 
 use utoipa::{
     openapi::{
+        schema::SchemaType,
         security::{ApiKey, ApiKeyValue, HttpAuthScheme, HttpBuilder, SecurityScheme},
-        ObjectBuilder, Type,
+        ObjectBuilder, RefOr, Required, Schema, Type,
     },
     Modify, OpenApi,
 };
@@ -47,7 +48,7 @@ use crate::{error, routes};
         routes::docs::docs,
     ),
     components(schemas(error::Problem, routes::UserBody)),
-    modifiers(&Security, &ErrorCodes),
+    modifiers(&Security, &ErrorCodes, &OptionalBodies),
     tags(
         (name = "auth", description = "Sign-up, sign-in, sessions"),
         (name = "user", description = "The signed-in user's account"),
@@ -97,6 +98,44 @@ impl Modify for ErrorCodes {
             .enum_values(Some(error::ALL_CODES.iter().copied()))
             .build();
         components.schemas.insert("ErrorCode".into(), schema.into());
+    }
+}
+
+/// utoipa documents an optional body (`Option<T>`) as "`T` or JSON `null`"; the server takes `T`
+/// or no body at all, never a literal `null`. So such a body is `T`, and not required.
+struct OptionalBodies;
+
+impl Modify for OptionalBodies {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        let is_null = |schema: &RefOr<Schema>| {
+            matches!(schema, RefOr::T(Schema::Object(o))
+                if o.schema_type == SchemaType::Type(Type::Null))
+        };
+        for item in openapi.paths.paths.values_mut() {
+            let operations = [
+                &mut item.get,
+                &mut item.put,
+                &mut item.post,
+                &mut item.delete,
+                &mut item.patch,
+            ];
+            for operation in operations.into_iter().flatten() {
+                let Some(body) = operation.request_body.as_mut() else {
+                    continue;
+                };
+                if body.required == Some(Required::True) {
+                    continue;
+                }
+                for content in body.content.values_mut() {
+                    if let Some(RefOr::T(Schema::OneOf(one_of))) = &content.schema {
+                        let mut rest = one_of.items.iter().filter(|s| !is_null(s));
+                        if let (Some(only), None) = (rest.next(), rest.next()) {
+                            content.schema = Some(only.clone());
+                        }
+                    }
+                }
+            }
+        }
     }
 }
 

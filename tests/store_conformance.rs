@@ -63,6 +63,7 @@ macro_rules! conformance {
 
 conformance!(
     a_created_user_reads_back_by_id_and_by_email,
+    mark_email_verified_keeps_the_first_proof,
     a_user_without_image_or_password_reads_back_without_them,
     an_unknown_user_reads_as_absent,
     a_second_user_with_the_same_email_is_a_conflict,
@@ -325,11 +326,40 @@ fn assert_same_user(actual: &User, expected: &User) {
         "password hash"
     );
     assert_eq!(actual.linked, expected.linked, "linked providers");
+    assert_eq!(
+        actual.email_verified, expected.email_verified,
+        "email_verified"
+    );
     assert_eq!(actual.created_at, expected.created_at, "created_at");
     assert_eq!(actual.updated_at, expected.updated_at, "updated_at");
 }
 
 // ---- users ----
+
+async fn mark_email_verified_keeps_the_first_proof(store: Arc<dyn Store>) {
+    let at = moment();
+    let user = store
+        .create_user(new_user("proof@example.com", at))
+        .await
+        .unwrap();
+    assert_eq!(user.email_verified, None);
+    let first = at + Duration::seconds(5);
+
+    assert!(store.mark_email_verified(user.id, first).await.unwrap());
+    assert!(store
+        .mark_email_verified(user.id, first + Duration::seconds(5))
+        .await
+        .unwrap());
+
+    let read = store.user_by_id(user.id).await.unwrap().unwrap();
+    assert_eq!(read.email_verified, Some(first));
+    let by_email = store.user_by_email(&read.email).await.unwrap().unwrap();
+    assert_eq!(by_email.email_verified, Some(first));
+    assert!(!store
+        .mark_email_verified(UserId::new(), first)
+        .await
+        .unwrap());
+}
 
 async fn a_created_user_reads_back_by_id_and_by_email(store: Arc<dyn Store>) {
     let at = moment();
@@ -341,6 +371,7 @@ async fn a_created_user_reads_back_by_id_and_by_email(store: Arc<dyn Store>) {
         image: new.image.clone(),
         password_hash: new.password_hash.clone(),
         linked: Vec::new(),
+        email_verified: None,
         created_at: at,
         updated_at: at,
     };
@@ -1314,6 +1345,7 @@ async fn create_user_with_identity_creates_a_user_linked_to_it_and_found_by_it(
         image: new.image.clone(),
         password_hash: None,
         linked: vec![AuthProvider::Github],
+        email_verified: None,
         created_at: at,
         updated_at: at,
     };

@@ -155,6 +155,7 @@ mod tests {
             image: None,
             password_hash: None,
             linked: vec![],
+            email_verified: None,
             created_at: now,
             updated_at: now,
         }

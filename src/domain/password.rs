@@ -26,6 +26,12 @@ impl Password {
         if raw.contains('\0') {
             return Err(FieldError::new(field, "must not contain NUL characters"));
         }
+        if is_common(raw) {
+            return Err(FieldError::new(
+                field,
+                "is one of the 10,000 most common passwords; choose another",
+            ));
+        }
         Ok(Self(SecretString::from(raw)))
     }
 
@@ -46,6 +52,31 @@ impl Password {
     }
 }
 
+/// How many of the most common passwords are refused (NIST SP 800-63B, 5.1.1.2).
+const COMMON_RANK: usize = 10_000;
+
+/// Whether the whole password (in any letter case) is among the most common passwords of the
+/// `zxcvbn` crate's built-in list, which is ranked by frequency in leaked password sets.
+fn is_common(raw: &str) -> bool {
+    let entropy = zxcvbn::zxcvbn(raw, &[]);
+    let [only] = entropy.sequence() else {
+        return false;
+    };
+    let whole = only.i == 0 && only.j + 1 == raw.chars().count();
+    match &only.pattern {
+        zxcvbn::matching::patterns::MatchPattern::Dictionary(d) => {
+            // The passwords list is the crate's default dictionary type (its type is not
+            // nameable from outside the crate).
+            whole
+                && d.dictionary_name == Default::default()
+                && d.rank <= COMMON_RANK
+                && !d.reversed
+                && !d.l33t
+        }
+        _ => false,
+    }
+}
+
 impl fmt::Debug for Password {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str("Password(..)")
@@ -59,7 +90,7 @@ mod tests {
     #[test]
     fn seven_characters_are_too_few() {
         assert!(Password::parse("1234567", "password").is_err());
-        assert!(Password::parse("12345678", "password").is_ok());
+        assert!(Password::parse("1234x678", "password").is_ok());
     }
 
     #[test]
@@ -69,6 +100,28 @@ mod tests {
         assert!(err.message.contains("72 bytes"));
         // 25 three-byte characters: 25 characters, 75 bytes.
         assert!(Password::parse(&"€".repeat(25), "password").is_err());
+    }
+
+    #[test]
+    fn common_passwords_are_refused_in_any_case() {
+        for common in [
+            "password",
+            "Password",
+            "12345678",
+            "iloveyou",
+            "qwertyuiop",
+            "baseball",
+        ] {
+            let err = Password::parse(common, "password").unwrap_err();
+            assert!(err.message.contains("most common"), "{common}");
+        }
+        for fine in [
+            "correct horse battery",
+            "tr0ub4dor&3-staple",
+            "pässwörd-🦀-long",
+        ] {
+            assert!(Password::parse(fine, "password").is_ok(), "{fine}");
+        }
     }
 
     #[test]

@@ -84,6 +84,8 @@ pub struct User {
     pub password_hash: Option<String>,
     /// Linked OAuth identities' providers, sorted, without duplicates.
     pub linked: Vec<AuthProvider>,
+    /// When the address was proven to belong to the user, if it was.
+    pub email_verified: Option<OffsetDateTime>,
     pub created_at: OffsetDateTime,
     pub updated_at: OffsetDateTime,
 }

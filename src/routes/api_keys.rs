@@ -40,10 +40,14 @@ pub struct MaskedKey {
 #[derive(Serialize, ToSchema, Default)]
 pub struct ApiKeysMap {
     #[serde(rename = "togetherAI")]
+    #[schema(required = true)]
     pub together_ai: Option<MaskedKey>,
     #[serde(rename = "codeRabbit")]
+    #[schema(required = true)]
     pub code_rabbit: Option<MaskedKey>,
+    #[schema(required = true)]
     pub oumi: Option<MaskedKey>,
+    #[schema(required = true)]
     pub kestra: Option<MaskedKey>,
 }
 
@@ -66,20 +70,20 @@ pub struct UpdateApiKeysRequest {
         default,
         deserialize_with = "super::double_option"
     )]
-    #[schema(value_type = Option<String>, min_length = 0, max_length = 512)]
+    #[schema(value_type = Option<String>, max_length = 512, pattern = "^[!-~]*$")]
     pub together_ai: Option<Option<String>>,
     #[serde(
         rename = "codeRabbit",
         default,
         deserialize_with = "super::double_option"
     )]
-    #[schema(value_type = Option<String>, min_length = 0, max_length = 512)]
+    #[schema(value_type = Option<String>, max_length = 512, pattern = "^[!-~]*$")]
     pub code_rabbit: Option<Option<String>>,
     #[serde(default, deserialize_with = "super::double_option")]
-    #[schema(value_type = Option<String>, min_length = 0, max_length = 512)]
+    #[schema(value_type = Option<String>, max_length = 512, pattern = "^[!-~]*$")]
     pub oumi: Option<Option<String>>,
     #[serde(default, deserialize_with = "super::double_option")]
-    #[schema(value_type = Option<String>, min_length = 0, max_length = 512)]
+    #[schema(value_type = Option<String>, max_length = 512, pattern = "^[!-~]*$")]
     pub kestra: Option<Option<String>>,
 }
 
@@ -120,7 +124,7 @@ async fn answer(state: &AppState, user: UserId) -> Result<HttpResponse, ApiError
     responses(
         (status = 200, description = "Every provider, masked or null", body = ApiKeysBody),
         (status = 401, description = "`unauthenticated`", body = crate::error::Problem, content_type = "application/problem+json"),
-        (status = 500, description = "`vault_open_failed`: a stored key does not decrypt", body = crate::error::Problem, content_type = "application/problem+json"),
+        (status = 500, description = "`vault_open_failed` (a stored key does not decrypt) or `internal`", body = crate::error::Problem, content_type = "application/problem+json"),
         (status = 503, description = "`store_unavailable`", body = crate::error::Problem, content_type = "application/problem+json"),
     ))]
 pub async fn list_api_keys(
@@ -141,7 +145,7 @@ pub async fn list_api_keys(
         (status = 403, description = "`csrf_failed` or `origin_forbidden`", body = crate::error::Problem, content_type = "application/problem+json"),
         (status = 413, description = "`payload_too_large`", body = crate::error::Problem, content_type = "application/problem+json"),
         (status = 415, description = "`unsupported_media_type`", body = crate::error::Problem, content_type = "application/problem+json"),
-        (status = 500, description = "`vault_open_failed`", body = crate::error::Problem, content_type = "application/problem+json"),
+        (status = 500, description = "`vault_open_failed` (a stored key does not decrypt) or `internal`", body = crate::error::Problem, content_type = "application/problem+json"),
         (status = 503, description = "`store_unavailable`", body = crate::error::Problem, content_type = "application/problem+json"),
     ))]
 pub async fn update_api_keys(
@@ -189,12 +193,13 @@ pub async fn update_api_keys(
 /// Remove one key.
 #[utoipa::path(delete, path = "/api/user/api-keys/{provider}", tag = "api-keys",
     security(("bearer" = []), ("cookie" = [])),
-    params(("provider" = String, Path, description = "`togetherAI`, `codeRabbit`, `oumi` or `kestra`")),
+    params(("provider" = inline(super::KeyProviderName), Path, description = "`togetherAI`, `codeRabbit`, `oumi` or `kestra`; any other name is 404 `unknown_provider`")),
     responses(
         (status = 204, description = "The key is gone (or was never set)"),
         (status = 401, description = "`unauthenticated`", body = crate::error::Problem, content_type = "application/problem+json"),
         (status = 403, description = "`csrf_failed` or `origin_forbidden`", body = crate::error::Problem, content_type = "application/problem+json"),
         (status = 404, description = "`unknown_provider`", body = crate::error::Problem, content_type = "application/problem+json"),
+        (status = 500, description = "`internal`", body = crate::error::Problem, content_type = "application/problem+json"),
         (status = 503, description = "`store_unavailable`", body = crate::error::Problem, content_type = "application/problem+json"),
     ))]
 pub async fn delete_api_key(

@@ -35,8 +35,8 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 #[schema(example = json!({"name": "Ada Lovelace", "email": "ada@example.com", "password": "correct horse battery"}))]
 pub struct SignupRequest {
-    /// 1-100 characters after trimming.
-    #[schema(min_length = 1, max_length = 100)]
+    /// 1-100 characters after trimming, without control characters.
+    #[schema(pattern = r"^\s*\S(.{0,98}\S)?\s*$")]
     pub name: String,
     /// Trimmed and lower-cased; at most 254 characters.
     #[schema(format = Email, max_length = 254)]
@@ -50,9 +50,9 @@ pub struct SignupRequest {
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 #[schema(example = json!({"email": "ada@example.com", "password": "correct horse battery"}))]
 pub struct SigninRequest {
-    #[schema(format = Email)]
+    #[schema(format = Email, max_length = 254)]
     pub email: String,
-    #[schema(format = Password)]
+    #[schema(format = Password, min_length = 1)]
     pub password: String,
 }
 
@@ -76,7 +76,7 @@ pub struct SignoutRequest {
 pub struct SessionBody {
     pub access_token: String,
     /// Always `Bearer`.
-    #[schema(example = "Bearer")]
+    #[schema(schema_with = bearer_schema)]
     pub token_type: &'static str,
     #[schema(format = DateTime)]
     pub expires_at: String,
@@ -117,13 +117,29 @@ pub struct ProviderInfo {
     pub name: &'static str,
     /// `credentials` or `oauth`.
     #[serde(rename = "type")]
-    #[schema(example = "credentials")]
+    #[schema(schema_with = provider_type_schema)]
     pub type_: &'static str,
     #[schema(format = "uri")]
     pub signin_url: String,
     /// Where the provider sends the browser back; `null` for credentials.
-    #[schema(format = "uri")]
+    #[schema(format = "uri", required = true)]
     pub callback_url: Option<String>,
+}
+
+/// A string that is always one of `values`.
+fn string_enum(values: &[&str], description: &str) -> utoipa::openapi::ObjectBuilder {
+    utoipa::openapi::ObjectBuilder::new()
+        .schema_type(utoipa::openapi::Type::String)
+        .enum_values(Some(values.iter().copied()))
+        .description(Some(description))
+}
+
+fn bearer_schema() -> utoipa::openapi::ObjectBuilder {
+    string_enum(&["Bearer"], "Always `Bearer`.")
+}
+
+fn provider_type_schema() -> utoipa::openapi::ObjectBuilder {
+    string_enum(&["credentials", "oauth"], "`credentials` or `oauth`.")
 }
 
 /// Creates a session record for `user` (who proved who they are at `auth_time`) and signs its
@@ -196,11 +212,14 @@ pub(crate) async fn start_session(
         (status = 201, description = "Account created and signed in; the session cookie is set",
             body = AuthResponse, headers(("Set-Cookie" = String, description = "The session cookie"))),
         (status = 400, description = "`validation_failed`", body = crate::error::Problem, content_type = "application/problem+json"),
+        (status = 401, description = "`unauthenticated`: the account was deleted before its session could start", body = crate::error::Problem, content_type = "application/problem+json"),
+        (status = 403, description = "`origin_forbidden`: the `Origin` header names a site that is not allowed", body = crate::error::Problem, content_type = "application/problem+json"),
         (status = 409, description = "`email_taken`", body = crate::error::Problem, content_type = "application/problem+json"),
         (status = 413, description = "`payload_too_large`", body = crate::error::Problem, content_type = "application/problem+json"),
         (status = 415, description = "`unsupported_media_type`", body = crate::error::Problem, content_type = "application/problem+json"),
         (status = 429, description = "`rate_limited`", body = crate::error::Problem, content_type = "application/problem+json",
             headers(("Retry-After" = u64, description = "Seconds to wait"))),
+        (status = 500, description = "`internal`", body = crate::error::Problem, content_type = "application/problem+json"),
         (status = 503, description = "`store_unavailable`", body = crate::error::Problem, content_type = "application/problem+json"),
     ))]
 pub async fn signup(
@@ -244,12 +263,14 @@ pub async fn signup(
         (status = 200, description = "Signed in; the session cookie is set", body = AuthResponse,
             headers(("Set-Cookie" = String, description = "The session cookie"))),
         (status = 400, description = "`validation_failed`", body = crate::error::Problem, content_type = "application/problem+json"),
-        (status = 401, description = "`invalid_credentials`: unknown email, wrong password, or an account without a password",
+        (status = 401, description = "`invalid_credentials`: unknown email, wrong password, or an account without a password (`unauthenticated` if the account was deleted meanwhile)",
             body = crate::error::Problem, content_type = "application/problem+json"),
+        (status = 403, description = "`origin_forbidden`: the `Origin` header names a site that is not allowed", body = crate::error::Problem, content_type = "application/problem+json"),
         (status = 413, description = "`payload_too_large`", body = crate::error::Problem, content_type = "application/problem+json"),
         (status = 415, description = "`unsupported_media_type`", body = crate::error::Problem, content_type = "application/problem+json"),
         (status = 429, description = "`rate_limited`", body = crate::error::Problem, content_type = "application/problem+json",
             headers(("Retry-After" = u64, description = "Seconds to wait"))),
+        (status = 500, description = "`internal`", body = crate::error::Problem, content_type = "application/problem+json"),
         (status = 503, description = "`store_unavailable`", body = crate::error::Problem, content_type = "application/problem+json"),
     ))]
 pub async fn signin(
@@ -315,6 +336,7 @@ pub async fn signin(
     responses(
         (status = 200, description = "The current session", body = SessionInfo),
         (status = 401, description = "`unauthenticated`", body = crate::error::Problem, content_type = "application/problem+json"),
+        (status = 500, description = "`internal`", body = crate::error::Problem, content_type = "application/problem+json"),
         (status = 503, description = "`store_unavailable`", body = crate::error::Problem, content_type = "application/problem+json"),
     ))]
 pub async fn session(
@@ -342,7 +364,9 @@ pub async fn session(
         (status = 400, description = "`validation_failed`", body = crate::error::Problem, content_type = "application/problem+json"),
         (status = 401, description = "`unauthenticated`", body = crate::error::Problem, content_type = "application/problem+json"),
         (status = 403, description = "`csrf_failed` or `origin_forbidden`", body = crate::error::Problem, content_type = "application/problem+json"),
+        (status = 413, description = "`payload_too_large`", body = crate::error::Problem, content_type = "application/problem+json"),
         (status = 415, description = "`unsupported_media_type`", body = crate::error::Problem, content_type = "application/problem+json"),
+        (status = 500, description = "`internal`", body = crate::error::Problem, content_type = "application/problem+json"),
         (status = 503, description = "`store_unavailable`", body = crate::error::Problem, content_type = "application/problem+json"),
     ))]
 pub async fn signout(

@@ -188,7 +188,7 @@ async fn together_key(state: &AppState, current: &CurrentUser) -> Result<SecretS
         (status = 422, description = "`upstream_key_rejected`: Together AI refused the stored key", body = crate::error::Problem, content_type = "application/problem+json"),
         (status = 429, description = "`rate_limited` (per-user limit) or `upstream_rate_limited`", body = crate::error::Problem, content_type = "application/problem+json",
             headers(("Retry-After" = u64, description = "Seconds to wait"))),
-        (status = 500, description = "`vault_open_failed`", body = crate::error::Problem, content_type = "application/problem+json"),
+        (status = 500, description = "`vault_open_failed` (the stored key does not decrypt) or `internal`", body = crate::error::Problem, content_type = "application/problem+json"),
         (status = 502, description = "`upstream_error`", body = crate::error::Problem, content_type = "application/problem+json"),
         (status = 503, description = "`store_unavailable`", body = crate::error::Problem, content_type = "application/problem+json"),
         (status = 504, description = "`upstream_timeout`", body = crate::error::Problem, content_type = "application/problem+json"),

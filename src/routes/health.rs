@@ -30,6 +30,7 @@ pub async fn healthz() -> HttpResponse {
 #[utoipa::path(get, path = "/readyz", tag = "health",
     responses(
         (status = 200, description = "The database answers", body = Status),
+        (status = 500, description = "`internal`: the database answered with an error", body = crate::error::Problem, content_type = "application/problem+json"),
         (status = 503, description = "`store_unavailable`: the database does not answer",
             body = crate::error::Problem, content_type = "application/problem+json"),
     ))]

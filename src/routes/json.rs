@@ -55,8 +55,13 @@ async fn read_body(req: HttpRequest, mut payload: Payload) -> Result<web::Bytes,
     Ok(body.freeze())
 }
 
-/// Deserializes `bytes`, naming the field at fault.
+/// Deserializes `bytes`, a JSON object (every request body is one), naming the field at fault.
 pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
+    // serde's derived structs also accept a JSON array of the fields in order (`[null, null]`
+    // would be read as `{"name": null, "image": null}`): refuse anything but an object.
+    if bytes.iter().find(|b| !b.is_ascii_whitespace()) != Some(&b'{') {
+        return Err(ApiError::field("body", "must be a JSON object"));
+    }
     let mut de = serde_json::Deserializer::from_slice(bytes);
     let value = serde_path_to_error::deserialize(&mut de).map_err(|e| {
         let path = e.path().to_string();
@@ -192,6 +197,17 @@ mod tests {
         let e = errors(r#"{"email":"a@b.c","password":12345678901}"#);
         let text = format!("{e:?}");
         assert!(!text.contains("12345678901"), "{text}");
+    }
+
+    #[test]
+    fn only_an_object_is_a_body() {
+        for body in [r#"["a@b.c", "password"]"#, "null", "\"x\"", "42"] {
+            assert_eq!(
+                errors(body)["body"],
+                vec!["must be a JSON object".to_string()],
+                "{body}"
+            );
+        }
     }
 
     #[test]

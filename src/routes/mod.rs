@@ -89,7 +89,7 @@ pub struct UserBody {
     pub name: String,
     #[schema(format = Email)]
     pub email: String,
-    #[schema(format = "uri")]
+    #[schema(format = "uri", required = true)]
     pub image: Option<String>,
     /// Ways this user can sign in: `credentials` when a password is set, then linked providers.
     #[schema(inline)]
@@ -107,6 +107,27 @@ pub enum ProviderId {
     Credentials,
     Github,
     Google,
+}
+
+/// An OAuth provider as named in a path: `/api/auth/signin/{provider}`.
+#[derive(ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum OAuthProviderName {
+    Github,
+    Google,
+}
+
+/// A key-vault provider as named in a path: `/api/user/api-keys/{provider}`.
+#[derive(ToSchema)]
+pub enum KeyProviderName {
+    #[serde(rename = "togetherAI")]
+    TogetherAi,
+    #[serde(rename = "codeRabbit")]
+    CodeRabbit,
+    #[serde(rename = "oumi")]
+    Oumi,
+    #[serde(rename = "kestra")]
+    Kestra,
 }
 
 impl From<&User> for UserBody {

@@ -123,14 +123,15 @@ fn callback_allowed(state: &AppState, url: &url::Url) -> bool {
 
 /// Start a sign-in with a provider: redirects to its authorize page.
 #[utoipa::path(get, path = "/api/auth/signin/{provider}", tag = "oauth",
-    params(("provider" = String, Path, description = "`github` or `google`"), SigninQuery),
+    params(("provider" = inline(super::OAuthProviderName), Path, description = "`github` or `google`"), SigninQuery),
     responses(
         (status = 302, description = "To the provider's authorize URL (with `state`, PKCE S256 `code_challenge`, and for Google a `nonce`); the flow cookie is set",
             headers(("Location" = String, description = "The provider's authorize URL"))),
         (status = 400, description = "`invalid_callback_url`, or `validation_failed` (an app callback without `codeChallenge`)", body = crate::error::Problem, content_type = "application/problem+json"),
-        (status = 404, description = "`unknown_provider`", body = crate::error::Problem, content_type = "application/problem+json"),
+        (status = 404, description = "`unknown_provider`: not `github` or `google`, or that provider is not configured", body = crate::error::Problem, content_type = "application/problem+json"),
         (status = 429, description = "`rate_limited`", body = crate::error::Problem, content_type = "application/problem+json",
             headers(("Retry-After" = u64, description = "Seconds to wait"))),
+        (status = 500, description = "`internal`", body = crate::error::Problem, content_type = "application/problem+json"),
         (status = 503, description = "`store_unavailable`", body = crate::error::Problem, content_type = "application/problem+json"),
     ))]
 pub async fn oauth_signin(
@@ -398,13 +399,15 @@ fn redirect(location: &str) -> actix_web::HttpResponseBuilder {
 
 /// The provider sends the browser back here.
 #[utoipa::path(get, path = "/api/auth/callback/{provider}", tag = "oauth",
-    params(("provider" = String, Path, description = "`github` or `google`"), CallbackQuery),
+    params(("provider" = inline(super::OAuthProviderName), Path, description = "`github` or `google`"), CallbackQuery),
     responses(
         (status = 302, description = "To the callbackUrl: with the session cookie set, or for an app callback with `?code=` (a one-time code for `POST /api/auth/token`) and no cookie; with `?error=` when the user declined",
             headers(("Location" = String, description = "The callbackUrl"))),
-        (status = 400, description = "`invalid_state` (forged, missing, expired or already used)", body = crate::error::Problem, content_type = "application/problem+json"),
-        (status = 404, description = "`unknown_provider`", body = crate::error::Problem, content_type = "application/problem+json"),
+        (status = 400, description = "`invalid_state` (forged, missing, expired or already used), or `validation_failed` (no `code`)", body = crate::error::Problem, content_type = "application/problem+json"),
+        (status = 401, description = "`unauthenticated`: the account was deleted before its session could start", body = crate::error::Problem, content_type = "application/problem+json"),
+        (status = 404, description = "`unknown_provider`: not `github` or `google`, or that provider is not configured", body = crate::error::Problem, content_type = "application/problem+json"),
         (status = 409, description = "`account_not_linked`: an account has this email and the provider does not vouch for it", body = crate::error::Problem, content_type = "application/problem+json"),
+        (status = 500, description = "`internal`", body = crate::error::Problem, content_type = "application/problem+json"),
         (status = 502, description = "`provider_error`: the provider failed, timed out, or sent an ID token that does not verify", body = crate::error::Problem, content_type = "application/problem+json"),
         (status = 503, description = "`store_unavailable`", body = crate::error::Problem, content_type = "application/problem+json"),
     ))]
@@ -518,9 +521,13 @@ async fn callback(
         (status = 200, description = "Signed in", body = AuthResponse),
         (status = 400, description = "`invalid_code` (unknown, used, older than 60 s, or the verifier does not match; a failed exchange spends the code) or `validation_failed`",
             body = crate::error::Problem, content_type = "application/problem+json"),
+        (status = 401, description = "`unauthenticated`: the account was deleted before its session could start", body = crate::error::Problem, content_type = "application/problem+json"),
+        (status = 403, description = "`origin_forbidden`: the `Origin` header names a site that is not allowed", body = crate::error::Problem, content_type = "application/problem+json"),
+        (status = 413, description = "`payload_too_large`", body = crate::error::Problem, content_type = "application/problem+json"),
         (status = 415, description = "`unsupported_media_type`", body = crate::error::Problem, content_type = "application/problem+json"),
         (status = 429, description = "`rate_limited`", body = crate::error::Problem, content_type = "application/problem+json",
             headers(("Retry-After" = u64, description = "Seconds to wait"))),
+        (status = 500, description = "`internal`", body = crate::error::Problem, content_type = "application/problem+json"),
         (status = 503, description = "`store_unavailable`", body = crate::error::Problem, content_type = "application/problem+json"),
     ))]
 pub async fn exchange_code(
@@ -565,13 +572,14 @@ pub async fn exchange_code(
 /// Unlink a provider from the signed-in user.
 #[utoipa::path(delete, path = "/api/user/providers/{provider}", tag = "oauth",
     security(("bearer" = []), ("cookie" = [])),
-    params(("provider" = String, Path, description = "`github` or `google`")),
+    params(("provider" = inline(super::OAuthProviderName), Path, description = "`github` or `google`")),
     responses(
         (status = 200, description = "The user without that provider", body = UserBody),
         (status = 401, description = "`unauthenticated`", body = crate::error::Problem, content_type = "application/problem+json"),
         (status = 403, description = "`csrf_failed` or `origin_forbidden`", body = crate::error::Problem, content_type = "application/problem+json"),
         (status = 404, description = "`not_found`: no such provider is linked", body = crate::error::Problem, content_type = "application/problem+json"),
         (status = 409, description = "`last_sign_in_method`: the user would have no way left to sign in", body = crate::error::Problem, content_type = "application/problem+json"),
+        (status = 500, description = "`internal`", body = crate::error::Problem, content_type = "application/problem+json"),
         (status = 503, description = "`store_unavailable`", body = crate::error::Problem, content_type = "application/problem+json"),
     ))]
 pub async fn unlink_provider(

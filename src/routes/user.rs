@@ -31,9 +31,9 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 #[schema(example = json!({"name": "Ada King", "image": "https://example.com/ada.png"}))]
 pub struct UpdateUserRequest {
-    /// 1-100 characters after trimming.
+    /// 1-100 characters after trimming, without control characters.
     #[serde(default)]
-    #[schema(min_length = 1, max_length = 100)]
+    #[schema(pattern = r"^\s*\S(.{0,98}\S)?\s*$")]
     pub name: Option<String>,
     /// An http(s) URL of at most 2048 characters; `null` removes the image.
     #[serde(default, deserialize_with = "super::double_option")]
@@ -120,6 +120,7 @@ async fn confirm_identity(
     responses(
         (status = 200, description = "The signed-in user", body = UserBody),
         (status = 401, description = "`unauthenticated`", body = crate::error::Problem, content_type = "application/problem+json"),
+        (status = 500, description = "`internal`", body = crate::error::Problem, content_type = "application/problem+json"),
         (status = 503, description = "`store_unavailable`", body = crate::error::Problem, content_type = "application/problem+json"),
     ))]
 pub async fn get_user(
@@ -141,6 +142,7 @@ pub async fn get_user(
         (status = 403, description = "`csrf_failed` or `origin_forbidden`", body = crate::error::Problem, content_type = "application/problem+json"),
         (status = 413, description = "`payload_too_large`", body = crate::error::Problem, content_type = "application/problem+json"),
         (status = 415, description = "`unsupported_media_type`", body = crate::error::Problem, content_type = "application/problem+json"),
+        (status = 500, description = "`internal`", body = crate::error::Problem, content_type = "application/problem+json"),
         (status = 503, description = "`store_unavailable`", body = crate::error::Problem, content_type = "application/problem+json"),
     ))]
 pub async fn update_user(
@@ -180,6 +182,7 @@ pub async fn update_user(
         (status = 403, description = "`csrf_failed` or `origin_forbidden`", body = crate::error::Problem, content_type = "application/problem+json"),
         (status = 413, description = "`payload_too_large`", body = crate::error::Problem, content_type = "application/problem+json"),
         (status = 415, description = "`unsupported_media_type`", body = crate::error::Problem, content_type = "application/problem+json"),
+        (status = 500, description = "`internal`", body = crate::error::Problem, content_type = "application/problem+json"),
         (status = 503, description = "`store_unavailable`", body = crate::error::Problem, content_type = "application/problem+json"),
     ))]
 pub async fn change_password(
@@ -226,7 +229,9 @@ pub async fn change_password(
         (status = 401, description = "`unauthenticated`, `invalid_credentials` or `reauth_required`",
             body = crate::error::Problem, content_type = "application/problem+json"),
         (status = 403, description = "`csrf_failed` or `origin_forbidden`", body = crate::error::Problem, content_type = "application/problem+json"),
+        (status = 413, description = "`payload_too_large`", body = crate::error::Problem, content_type = "application/problem+json"),
         (status = 415, description = "`unsupported_media_type`", body = crate::error::Problem, content_type = "application/problem+json"),
+        (status = 500, description = "`internal`", body = crate::error::Problem, content_type = "application/problem+json"),
         (status = 503, description = "`store_unavailable`", body = crate::error::Problem, content_type = "application/problem+json"),
     ))]
 pub async fn delete_user(

@@ -90,6 +90,10 @@ pub trait UserStore: Send + Sync {
     ) -> Result<bool, StoreError>;
     /// Deletes the user with everything that belongs to them; false when already gone.
     async fn delete_user(&self, id: UserId) -> Result<bool, StoreError>;
+    /// Records that the user proved their address at `at` (kept if already set); false when the
+    /// user is gone.
+    async fn mark_email_verified(&self, id: UserId, at: OffsetDateTime)
+        -> Result<bool, StoreError>;
 }
 
 #[async_trait]

@@ -210,6 +210,10 @@ fn user_from_doc(d: &Document) -> Result<User, StoreError> {
         };
         linked.sort();
         linked.dedup();
+        let email_verified = match d.get("emailVerified") {
+            Some(Bson::DateTime(t)) => Some(odt(*t)),
+            _ => None,
+        };
         Ok(User {
             id,
             name,
@@ -217,6 +221,7 @@ fn user_from_doc(d: &Document) -> Result<User, StoreError> {
             image,
             password_hash,
             linked,
+            email_verified,
             created_at: odt(*d.get_datetime("createdAt")?),
             updated_at: odt(*d.get_datetime("updatedAt")?),
         })
@@ -254,6 +259,7 @@ fn new_user_doc(user: &NewUser, provider: Option<AuthProvider>) -> Document {
         "image": optional(user.image.as_deref()),
         "password": optional(user.password_hash.as_deref()),
         "providers": providers,
+        "emailVerified": Bson::Null,
         "createdAt": at,
         "updatedAt": at,
     }
@@ -275,6 +281,7 @@ impl UserStore for MongoStore {
             image: user.image,
             password_hash: user.password_hash,
             linked: Vec::new(),
+            email_verified: None,
             created_at: user.created_at,
             updated_at: user.created_at,
         })
@@ -335,6 +342,28 @@ impl UserStore for MongoStore {
             )
             .await?;
         Ok(result.matched_count == 1)
+    }
+
+    async fn mark_email_verified(
+        &self,
+        id: UserId,
+        at: OffsetDateTime,
+    ) -> Result<bool, StoreError> {
+        let id = id.to_string();
+        // Keep the first proof: only an unset (or null) field is written.
+        let result = self
+            .bounded(self.users().update_one(
+                doc! {"_id": &id, "emailVerified": {"$in": [Bson::Null]}},
+                doc! {"$set": {"emailVerified": bdt(at), "updatedAt": bdt(at)}},
+            ))
+            .await?;
+        if result.matched_count == 1 {
+            return Ok(true);
+        }
+        let exists = self
+            .bounded(self.users().count_documents(doc! {"_id": &id}))
+            .await?;
+        Ok(exists == 1)
     }
 
     async fn delete_user(&self, id: UserId) -> Result<bool, StoreError> {
@@ -662,6 +691,7 @@ impl IdentityStore for MongoStore {
             image: user.image,
             password_hash: user.password_hash,
             linked: vec![provider],
+            email_verified: None,
             created_at: user.created_at,
             updated_at: user.created_at,
         })

@@ -27,6 +27,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("../../migrations/sqlite/0001_init.sql"),
     include_str!("../../migrations/sqlite/0002_api_keys.sql"),
     include_str!("../../migrations/sqlite/0003_identities_tokens.sql"),
+    include_str!("../../migrations/sqlite/0004_email_verified.sql"),
 ];
 const MAX_CONNECTIONS: usize = 8;
 
@@ -154,7 +155,9 @@ impl SqliteStore {
             Err(e)
                 if matches!(
                     e.sqlite_error_code(),
-                    Some(ErrorCode::DatabaseBusy | ErrorCode::DatabaseLocked | ErrorCode::CannotOpen)
+                    Some(
+                        ErrorCode::DatabaseBusy | ErrorCode::DatabaseLocked | ErrorCode::CannotOpen
+                    )
                 ) =>
             {
                 self.run(move |conn| f(conn)).await
@@ -208,7 +211,8 @@ fn map_error(e: rusqlite::Error) -> StoreError {
 }
 
 const USER_COLUMNS: &str = "id, email, name, image, password_hash, created_at, updated_at, \
-     (SELECT group_concat(provider) FROM identities WHERE identities.user_id = users.id)";
+     (SELECT group_concat(provider) FROM identities WHERE identities.user_id = users.id), \
+     email_verified_at";
 
 fn user_from_row(row: &Row<'_>) -> rusqlite::Result<User> {
     let bad = |i: usize, what: &str| {
@@ -239,6 +243,7 @@ fn user_from_row(row: &Row<'_>) -> rusqlite::Result<User> {
         created_at: from_millis(row.get(5)?),
         updated_at: from_millis(row.get(6)?),
         linked,
+        email_verified: row.get::<_, Option<i64>>(8)?.map(from_millis),
     })
 }
 
@@ -263,6 +268,7 @@ fn insert_user(conn: &Connection, user: NewUser) -> rusqlite::Result<User> {
         image: user.image,
         password_hash: user.password_hash,
         linked: Vec::new(),
+        email_verified: None,
         created_at: user.created_at,
         updated_at: user.created_at,
     })
@@ -380,6 +386,23 @@ impl UserStore for SqliteStore {
                 )?
                 .execute(params![id.to_string(), hash, to_millis(now)])?;
             Ok(changed == 1)
+        })
+        .await
+    }
+
+    async fn mark_email_verified(
+        &self,
+        id: UserId,
+        at: OffsetDateTime,
+    ) -> Result<bool, StoreError> {
+        self.run(move |conn| {
+            let n = conn
+                .prepare_cached(
+                    "UPDATE users SET email_verified_at = COALESCE(email_verified_at, ?2), updated_at = ?2 \
+                     WHERE id = ?1",
+                )?
+                .execute(params![id.to_string(), to_millis(at)])?;
+            Ok(n == 1)
         })
         .await
     }
