@@ -62,6 +62,12 @@ pub enum ApiError {
     InvalidCode,
     #[error("last sign-in method")]
     LastSignInMethod,
+    #[error("invalid token")]
+    InvalidToken,
+    #[error("already verified")]
+    AlreadyVerified,
+    #[error("mail unavailable")]
+    MailUnavailable,
     #[error("upstream rejected the key")]
     UpstreamKeyRejected,
     #[error("upstream rate limited")]
@@ -172,6 +178,17 @@ impl ApiError {
                 S::CONFLICT,
                 "This is the last way to sign in",
             ),
+            Self::InvalidToken => kind("invalid_token", S::BAD_REQUEST, "Invalid or expired link"),
+            Self::AlreadyVerified => kind(
+                "already_verified",
+                S::CONFLICT,
+                "The email address is already verified",
+            ),
+            Self::MailUnavailable => kind(
+                "mail_unavailable",
+                S::SERVICE_UNAVAILABLE,
+                "Mail delivery is not configured",
+            ),
             Self::MissingApiKey => kind(
                 "missing_api_key",
                 S::BAD_REQUEST,
@@ -251,6 +268,13 @@ impl ApiError {
             Self::ProviderError => "The sign-in provider failed or sent an answer that did not verify; try again.".into(),
             Self::InvalidCode => "The code is unknown, used, expired, or the code verifier does not match.".into(),
             Self::LastSignInMethod => "Set a password or link another provider before removing this one.".into(),
+            Self::InvalidToken => {
+                "The link is unknown, already used or expired; ask for a new one.".into()
+            }
+            Self::AlreadyVerified => "This address is verified already.".into(),
+            Self::MailUnavailable => {
+                "This server cannot send mail (no SMTP is configured); ask its operator.".into()
+            }
             Self::MissingApiKey => "Store your Together AI key first: POST /api/user/api-keys with {\"togetherAI\": \"...\"}.".into(),
             Self::UpstreamKeyRejected => {
                 "Together AI refused the stored key; check it and store it again.".into()
@@ -438,6 +462,9 @@ pub const ALL_CODES: &[&str] = &[
     "provider_error",
     "invalid_code",
     "last_sign_in_method",
+    "invalid_token",
+    "already_verified",
+    "mail_unavailable",
     "upstream_key_rejected",
     "upstream_rate_limited",
     "upstream_error",
@@ -532,6 +559,9 @@ mod tests {
             ApiError::ProviderError,
             ApiError::InvalidCode,
             ApiError::LastSignInMethod,
+            ApiError::InvalidToken,
+            ApiError::AlreadyVerified,
+            ApiError::MailUnavailable,
             ApiError::UpstreamKeyRejected,
             ApiError::UpstreamRateLimited {
                 retry_after: Duration::from_secs(3),

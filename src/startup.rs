@@ -49,6 +49,8 @@ pub struct AppState {
     pub google: Option<GoogleClient>,
     /// Signs the OAuth flow cookie.
     pub oauth_flow: FlowKey,
+    /// Mail delivery (SMTP, the development outbox, or none).
+    pub mailer: crate::mail::Mailer,
     /// Together AI, with one pooled HTTP client.
     pub together: TogetherClient,
     /// The OpenAPI document, rendered once.
@@ -180,7 +182,9 @@ impl Application {
                 oauth_http.clone(),
             )
         });
+        let mailer = crate::mail::Mailer::from_settings(&settings)?;
         let state = web::Data::new(AppState {
+            mailer,
             github,
             google,
             oauth_flow: FlowKey::derive(&secret),

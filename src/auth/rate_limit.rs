@@ -101,6 +101,16 @@ impl RateLimiter {
         .await
     }
 
+    /// The per-address budget of mail requests (`kind`: verify, reset): 5 per 15 minutes.
+    pub async fn mail_request(&self, kind: &'static str, address: &str) -> Result<(), ApiError> {
+        const WINDOW: Duration = Duration::from_secs(15 * 60);
+        let key = key(&["mail", kind, address]);
+        let now = clock::now();
+        self.check("mail", &key, 5, WINDOW, now).await?;
+        self.store.record_event(&key, now, now + WINDOW).await?;
+        Ok(())
+    }
+
     fn signin_keys(email: &Email, ip: ClientIp) -> (String, String) {
         let ip = ip.0.to_string();
         (

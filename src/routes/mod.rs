@@ -9,6 +9,7 @@ use crate::{clock::rfc3339, domain::User, error::ApiError};
 pub mod api_keys;
 pub mod auth;
 pub mod docs;
+pub mod email;
 pub mod generate;
 pub mod health;
 pub mod json;
@@ -24,6 +25,7 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
     api_keys::configure(cfg);
     generate::configure(cfg);
     oauth::configure(cfg);
+    email::configure(cfg);
 }
 
 /// Distinguishes an absent field (`None`) from an explicit `null` (`Some(None)`).
@@ -80,6 +82,7 @@ pub fn registered_paths() -> Vec<String> {
     "email": "ada@example.com",
     "image": null,
     "providers": ["credentials"],
+    "emailVerified": null,
     "createdAt": "2026-11-25T15:16:03.123Z",
     "updatedAt": "2026-11-25T15:16:03.123Z"
 }))]
@@ -94,6 +97,10 @@ pub struct UserBody {
     /// Ways this user can sign in: `credentials` when a password is set, then linked providers.
     #[schema(inline)]
     pub providers: Vec<ProviderId>,
+    /// When the user proved the address (a verification link, a reset link, or a provider that
+    /// vouches for it); `null` until then.
+    #[schema(format = DateTime, required = true)]
+    pub email_verified: Option<String>,
     #[schema(format = DateTime)]
     pub created_at: String,
     #[schema(format = DateTime)]
@@ -138,6 +145,7 @@ impl From<&User> for UserBody {
             name: user.name.as_str().to_owned(),
             email: user.email.as_str().to_owned(),
             image: user.image.clone(),
+            email_verified: user.email_verified.map(rfc3339),
             providers: user
                 .providers()
                 .into_iter()

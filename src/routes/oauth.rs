@@ -110,7 +110,7 @@ fn enabled(state: &AppState, raw: &str) -> Result<AuthProvider, ApiError> {
 }
 
 /// Whether `url` may receive the user: an allowed origin (any path) or an exact URL.
-fn callback_allowed(state: &AppState, url: &url::Url) -> bool {
+pub(crate) fn callback_allowed(state: &AppState, url: &url::Url) -> bool {
     let settings = &state.settings;
     let exact = url.to_string();
     let origin = crate::config::origin_of(url);
@@ -318,10 +318,16 @@ fn usable_image(raw: Option<&str>) -> Option<String> {
 async fn resolve_account(state: &AppState, identity: &Identity) -> Result<User, ApiError> {
     let store = &state.store;
     for _ in 0..2 {
-        if let Some(user) = store
+        if let Some(mut user) = store
             .user_by_identity(identity.provider, &identity.account_id)
             .await?
         {
+            let proves = identity.vouched && identity.email.as_ref() == Some(&user.email);
+            if proves && user.email_verified.is_none() {
+                let now = clock::now();
+                store.mark_email_verified(user.id, now).await?;
+                user.email_verified = Some(now);
+            }
             return Ok(user);
         }
         let Some(email) = &identity.email else {
@@ -340,6 +346,32 @@ async fn resolve_account(state: &AppState, identity: &Identity) -> Result<User, 
                 {
                     Ok(true) => {
                         log::info!("user {} linked {}", user.id, identity.provider.as_str());
+                        if user.email_verified.is_none() {
+                            // Pre-hijacking defence: whoever registered this address first never
+                            // proved it, the provider now does. The owner takes the account: the
+                            // unproven password goes and every session of it ends.
+                            if user.password_hash.is_some() {
+                                store.set_password_hash(user.id, None, now).await?;
+                                let ended = store.end_user_sessions(user.id, None).await?;
+                                log::warn!(
+                                    "user {}: unverified password removed and {ended} sessions ended by a vouched {} identity",
+                                    user.id,
+                                    identity.provider.as_str()
+                                );
+                            }
+                            store.mark_email_verified(user.id, now).await?;
+                        }
+                        super::email::notify(
+                            state,
+                            &user,
+                            "A sign-in provider was linked to your account",
+                            match identity.provider {
+                                AuthProvider::Github => {
+                                    "Your account can now be signed in to with GitHub."
+                                }
+                                _ => "Your account can now be signed in to with Google.",
+                            },
+                        );
                         return store
                             .user_by_id(user.id)
                             .await?
@@ -365,12 +397,16 @@ async fn resolve_account(state: &AppState, identity: &Identity) -> Result<User, 
                     .create_user_with_identity(new_user, identity.provider, &identity.account_id)
                     .await
                 {
-                    Ok(user) => {
+                    Ok(mut user) => {
                         log::info!(
                             "user {} signed up with {}",
                             user.id,
                             identity.provider.as_str()
                         );
+                        if identity.vouched {
+                            store.mark_email_verified(user.id, now).await?;
+                            user.email_verified = Some(now);
+                        }
                         return Ok(user);
                     }
                     // The email or the identity was taken meanwhile: look again.

@@ -212,6 +212,16 @@ pub async fn change_password(
         .store
         .end_user_sessions(user.id, Some(current.session_id))
         .await?;
+    super::email::notify(
+        &state,
+        &user,
+        "Your password was changed",
+        if user.has_password() {
+            "The password of your account was just changed."
+        } else {
+            "A password was just set for your account."
+        },
+    );
     log::info!(
         "user {} changed password; {ended} other sessions ended",
         user.id

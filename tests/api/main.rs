@@ -7,6 +7,7 @@ mod helpers;
 mod api_keys;
 mod auth;
 mod docs;
+mod email;
 mod generate;
 mod hardening;
 mod oauth;

@@ -189,9 +189,20 @@ async fn a_known_identity_signs_in_the_same_user(backend: Backend) {
     );
 }
 
+/// Marks the user's address verified, as a verification link would.
+async fn verified(app: &TestApp, user: &TestUser) {
+    let id = user.id.parse().unwrap();
+    assert!(app
+        .store
+        .mark_email_verified(id, authvault::clock::now())
+        .await
+        .unwrap());
+}
+
 async fn a_vouched_github_email_links_to_the_existing_account(backend: Backend) {
     let (app, fake) = app_with_providers(backend).await;
     let existing = app.signed_up_user().await;
+    verified(&app, &existing).await;
     fake.next_github(github(103, &existing.email, true));
 
     let res = sign_in(&app, "github", "").await;
@@ -226,6 +237,12 @@ async fn google_links_only_addresses_it_vouches_for(backend: Backend) {
         .signup("G", "someone@gmail.com", "correct horse battery")
         .await;
     assert_eq!(gmail.status(), 201);
+    let gmail: Value = gmail.json().await.unwrap();
+    let id = gmail["user"]["id"].as_str().unwrap().parse().unwrap();
+    app.store
+        .mark_email_verified(id, authvault::clock::now())
+        .await
+        .unwrap();
     let corp = app
         .signup("C", "boss@corp.example", "correct horse battery")
         .await;
@@ -576,6 +593,7 @@ async fn unknown_and_disabled_providers_are_404(backend: Backend) {
 async fn unlinking_keeps_at_least_one_way_to_sign_in(backend: Backend) {
     let (app, fake) = app_with_providers(backend).await;
     let existing = app.signed_up_user().await;
+    verified(&app, &existing).await;
     fake.next_github(github(108, &existing.email, true));
     assert_eq!(sign_in(&app, "github", "").await.status(), 302);
     let unlink = |token: String, provider: &'static str| {

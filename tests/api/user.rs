@@ -39,6 +39,7 @@ async fn get_user_returns_the_profile(backend: Backend) {
         [
             "createdAt",
             "email",
+            "emailVerified",
             "id",
             "image",
             "name",

@@ -35,14 +35,14 @@ type ResponseBody<
 
 /** Every success an operation documents, as a tagged union. */
 type Success<P extends keyof paths, M extends Method> = {
-  [S in Status<P, M>]: S extends 200 | 201 | 204
+  [S in Status<P, M>]: S extends 200 | 201 | 202 | 204
     ? { ok: true; status: S; body: S extends 204 ? undefined : ResponseBody<P, M, S> }
     : never;
 }[Status<P, M>];
 
 /** The error statuses of an operation whose documented answer is not a problem+json `Problem`. */
 type NotAProblem<P extends keyof paths, M extends Method> = {
-  [S in Status<P, M>]: S extends 200 | 201 | 204 | 302
+  [S in Status<P, M>]: S extends 200 | 201 | 202 | 204 | 302
     ? never
     : Operation<P, M>["responses"][S] extends { content: { "application/problem+json": Problem } }
       ? never
@@ -60,7 +60,7 @@ export const everyErrorIsAProblem: [Undocumented] extends [never] ? true : Undoc
 
 /** An error answer of an operation: one of its documented statuses, with a `Problem`. */
 type Failure<P extends keyof paths, M extends Method> = {
-  [S in Status<P, M>]: S extends 200 | 201 | 204 | 302
+  [S in Status<P, M>]: S extends 200 | 201 | 202 | 204 | 302
     ? never
     : { ok: false; status: S; body: ResponseBody<P, M, S, "application/problem+json"> };
 }[Status<P, M>];

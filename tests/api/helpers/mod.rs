@@ -2,6 +2,7 @@
 
 pub mod process;
 pub mod providers;
+pub mod smtp;
 pub mod together;
 
 use std::{collections::HashMap, sync::Arc, time::Duration};

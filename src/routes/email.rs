@@ -1,0 +1,424 @@
+//! Email verification and password recovery: one-time links sent by mail.
+//!
+//! Tokens are 32 random bytes, URL-safe base64, stored only as a SHA-256 hash with their purpose,
+//! user and expiry, spent on first use. A reset request answers the same, at once, whether or not
+//! the address has an account: the lookup and the mail happen after the answer.
+
+use actix_web::{web, HttpRequest, HttpResponse};
+use base64::{engine::general_purpose::URL_SAFE_NO_PAD, Engine};
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+use utoipa::ToSchema;
+
+use super::{
+    json::{ApiJson, OptionalJson},
+    resource, UserBody,
+};
+use crate::{
+    auth::{ClientIp, CurrentUser},
+    clock,
+    domain::{Email, Password, User, UserId},
+    error::ApiError,
+    mail::{Mail, MailError},
+    startup::AppState,
+};
+
+pub fn configure(cfg: &mut web::ServiceConfig) {
+    cfg.service(
+        resource("/api/auth/verify-email/request").route(web::post().to(request_verification)),
+    )
+    .service(resource("/api/auth/verify-email").route(web::post().to(verify_email)))
+    .service(resource("/api/auth/password/forgot").route(web::post().to(forgot_password)))
+    .service(resource("/api/auth/password/reset").route(web::post().to(reset_password)));
+}
+
+const VERIFY_KIND: &str = "verify_email";
+const RESET_KIND: &str = "password_reset";
+
+#[derive(Deserialize, Default, ToSchema)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct VerificationRequest {
+    /// Where the link points (`?token=` is appended); must pass the callback allow-list.
+    /// Default: the public URL.
+    #[serde(default)]
+    #[schema(format = "uri")]
+    pub redirect_url: Option<String>,
+}
+
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct TokenBody {
+    /// The token from the link.
+    #[schema(min_length = 1, max_length = 256)]
+    pub token: String,
+}
+
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+#[schema(example = json!({"email": "ada@example.com", "redirectUrl": "https://app.example.com/reset"}))]
+pub struct ForgotRequest {
+    #[schema(format = Email, max_length = 254)]
+    pub email: String,
+    /// Where the link points (`?token=` is appended); must pass the callback allow-list.
+    #[serde(default)]
+    #[schema(format = "uri")]
+    pub redirect_url: Option<String>,
+}
+
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct ResetRequest {
+    #[schema(min_length = 1, max_length = 256)]
+    pub token: String,
+    /// At least 8 characters, at most 72 bytes, not a common password.
+    #[schema(min_length = 8, max_length = 72, format = Password)]
+    pub new_password: String,
+}
+
+/// The answer to a mail request; the same whatever happened.
+#[derive(Serialize, ToSchema)]
+pub struct Accepted {
+    #[schema(example = "If the address can receive mail from us, a link is on its way.")]
+    pub message: &'static str,
+}
+
+fn sha256_hex(value: &str) -> String {
+    Sha256::digest(value.as_bytes())
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+/// The link base: the client's allow-listed `redirectUrl`, or the public URL.
+fn link_base(state: &AppState, redirect: Option<&str>) -> Result<url::Url, ApiError> {
+    match redirect {
+        Some(raw) => {
+            let url = url::Url::parse(raw).map_err(|_| ApiError::InvalidCallbackUrl)?;
+            if super::oauth::callback_allowed(state, &url) {
+                Ok(url)
+            } else {
+                Err(ApiError::InvalidCallbackUrl)
+            }
+        }
+        None => Ok(state.settings.public_url.clone()),
+    }
+}
+
+/// Stores a new single-use token for `user` and returns the link carrying it.
+async fn new_link(
+    state: &AppState,
+    kind: &str,
+    user: &User,
+    base: &url::Url,
+    ttl: std::time::Duration,
+) -> Result<String, ApiError> {
+    let token = URL_SAFE_NO_PAD.encode(crate::random::bytes::<32>());
+    let now = clock::now();
+    state
+        .store
+        .put_token(
+            kind,
+            &sha256_hex(&token),
+            Some(user.id),
+            user.email.as_str(),
+            now + ttl,
+        )
+        .await?;
+    let mut link = base.clone();
+    link.query_pairs_mut().append_pair("token", &token);
+    Ok(link.to_string())
+}
+
+fn html_escape(text: &str) -> String {
+    text.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
+        .replace('"', "&quot;")
+}
+
+/// A message with one call to action, in text and HTML.
+fn message(to: &Email, subject: &str, lines: &[&str], link: Option<(&str, &str)>) -> Mail {
+    let mut text = lines.join("\n\n");
+    let mut html = lines
+        .iter()
+        .map(|l| format!("<p>{}</p>", html_escape(l)))
+        .collect::<String>();
+    if let Some((label, url)) = link {
+        text.push_str(&format!("\n\n{label}:\n{url}\n"));
+        html.push_str(&format!(
+            "<p><a href=\"{0}\">{1}</a></p><p>{0}</p>",
+            html_escape(url),
+            html_escape(label)
+        ));
+    }
+    text.push_str("\n\nIf you did not ask for this, you can ignore this message.\n");
+    html.push_str("<p>If you did not ask for this, you can ignore this message.</p>");
+    Mail {
+        to: to.clone(),
+        subject: subject.to_owned(),
+        text,
+        html: format!("<!doctype html><html><body>{html}</body></html>"),
+    }
+}
+
+fn mail_failed(e: MailError) -> ApiError {
+    match e {
+        MailError::Unavailable => ApiError::MailUnavailable,
+        MailError::Failed(why) => {
+            log::error!("mail not delivered: {why}");
+            ApiError::internal(anyhow::anyhow!("mail delivery failed"))
+        }
+    }
+}
+
+/// Mails a security notice without holding up the request; a failure is logged.
+pub(crate) fn notify(state: &AppState, user: &User, subject: &'static str, what: &str) {
+    if state.mailer.mail_unavailable() {
+        return;
+    }
+    let mail = message(
+        &user.email,
+        subject,
+        &[
+            what,
+            "If this was not you, reset your password and sign out everywhere.",
+        ],
+        None,
+    );
+    let (mailer, id) = (state.mailer.clone(), user.id);
+    tokio::spawn(async move {
+        if let Err(e) = mailer.send(mail).await {
+            log::warn!("notice to user {id} not delivered: {e}");
+        }
+    });
+}
+
+/// Mail a verification link to the signed-in user.
+#[utoipa::path(post, path = "/api/auth/verify-email/request", tag = "email",
+    security(("bearer" = []), ("cookie" = [])),
+    request_body(content = Option<VerificationRequest>, description = "Optional; an empty body links to the public URL"),
+    responses(
+        (status = 202, description = "A message with a one-time link (24 h) was sent", body = Accepted),
+        (status = 400, description = "`invalid_callback_url` or `validation_failed`", body = crate::error::Problem, content_type = "application/problem+json"),
+        (status = 401, description = "`unauthenticated`", body = crate::error::Problem, content_type = "application/problem+json"),
+        (status = 403, description = "`csrf_failed` or `origin_forbidden`", body = crate::error::Problem, content_type = "application/problem+json"),
+        (status = 409, description = "`already_verified`", body = crate::error::Problem, content_type = "application/problem+json"),
+        (status = 413, description = "`payload_too_large`", body = crate::error::Problem, content_type = "application/problem+json"),
+        (status = 415, description = "`unsupported_media_type`", body = crate::error::Problem, content_type = "application/problem+json"),
+        (status = 429, description = "`rate_limited`", body = crate::error::Problem, content_type = "application/problem+json",
+            headers(("Retry-After" = u64, description = "Seconds to wait"))),
+        (status = 500, description = "`internal` (the mail could not be delivered)", body = crate::error::Problem, content_type = "application/problem+json"),
+        (status = 503, description = "`mail_unavailable` or `store_unavailable`", body = crate::error::Problem, content_type = "application/problem+json"),
+    ))]
+pub async fn request_verification(
+    state: web::Data<AppState>,
+    req: HttpRequest,
+    current: CurrentUser,
+    OptionalJson(body): OptionalJson<VerificationRequest>,
+) -> Result<HttpResponse, ApiError> {
+    let ip = ClientIp::resolve(&req, &state.settings.trusted_proxies);
+    state.limiter.credential_request(ip).await?;
+    let base = link_base(&state, body.redirect_url.as_deref())?;
+    let user = state
+        .store
+        .user_by_id(current.id)
+        .await?
+        .ok_or(ApiError::Unauthenticated)?;
+    if user.email_verified.is_some() {
+        return Err(ApiError::AlreadyVerified);
+    }
+    if state.mailer.mail_unavailable() {
+        return Err(ApiError::MailUnavailable);
+    }
+    state
+        .limiter
+        .mail_request("verify", user.email.as_str())
+        .await?;
+    let link = new_link(
+        &state,
+        VERIFY_KIND,
+        &user,
+        &base,
+        state.settings.verify_token_ttl,
+    )
+    .await?;
+    let mail = message(
+        &user.email,
+        "Verify your email address",
+        &["Please confirm that this address belongs to your account."],
+        Some(("Verify your address", &link)),
+    );
+    state.mailer.send(mail).await.map_err(mail_failed)?;
+    log::info!("user {} asked for a verification link", user.id);
+    Ok(HttpResponse::Accepted().json(Accepted {
+        message: "A verification link is on its way.",
+    }))
+}
+
+/// Confirm an address with the token from the link.
+#[utoipa::path(post, path = "/api/auth/verify-email", tag = "email",
+    request_body = TokenBody,
+    responses(
+        (status = 200, description = "The user, with `emailVerified` set", body = UserBody),
+        (status = 400, description = "`invalid_token` (unknown, used or expired) or `validation_failed`", body = crate::error::Problem, content_type = "application/problem+json"),
+        (status = 403, description = "`origin_forbidden`", body = crate::error::Problem, content_type = "application/problem+json"),
+        (status = 413, description = "`payload_too_large`", body = crate::error::Problem, content_type = "application/problem+json"),
+        (status = 415, description = "`unsupported_media_type`", body = crate::error::Problem, content_type = "application/problem+json"),
+        (status = 429, description = "`rate_limited`", body = crate::error::Problem, content_type = "application/problem+json",
+            headers(("Retry-After" = u64, description = "Seconds to wait"))),
+        (status = 500, description = "`internal`", body = crate::error::Problem, content_type = "application/problem+json"),
+        (status = 503, description = "`store_unavailable`", body = crate::error::Problem, content_type = "application/problem+json"),
+    ))]
+pub async fn verify_email(
+    state: web::Data<AppState>,
+    req: HttpRequest,
+    ApiJson(body): ApiJson<TokenBody>,
+) -> Result<HttpResponse, ApiError> {
+    let ip = ClientIp::resolve(&req, &state.settings.trusted_proxies);
+    state.limiter.credential_request(ip).await?;
+    let user = spend(&state, VERIFY_KIND, &body.token).await?;
+    let now = clock::now();
+    state.store.mark_email_verified(user.id, now).await?;
+    let user = state
+        .store
+        .user_by_id(user.id)
+        .await?
+        .ok_or(ApiError::InvalidToken)?;
+    log::info!("user {} verified their address", user.id);
+    Ok(HttpResponse::Ok().json(UserBody::from(&user)))
+}
+
+/// Spends a token: the user it was made for, if it is valid and their address is unchanged.
+async fn spend(state: &AppState, kind: &str, token: &str) -> Result<User, ApiError> {
+    if token.is_empty() || token.len() > 256 {
+        return Err(ApiError::InvalidToken);
+    }
+    let record = state
+        .store
+        .take_token(kind, &sha256_hex(token), clock::now())
+        .await?
+        .ok_or(ApiError::InvalidToken)?;
+    let user_id: UserId = record.user_id.ok_or(ApiError::InvalidToken)?;
+    let user = state
+        .store
+        .user_by_id(user_id)
+        .await?
+        .ok_or(ApiError::InvalidToken)?;
+    // A link sent to an address the account no longer has proves nothing.
+    if user.email.as_str() != record.data {
+        return Err(ApiError::InvalidToken);
+    }
+    Ok(user)
+}
+
+/// Ask for a password-reset link. The answer is the same whether or not the address has an
+/// account.
+#[utoipa::path(post, path = "/api/auth/password/forgot", tag = "email",
+    request_body = ForgotRequest,
+    responses(
+        (status = 202, description = "Accepted; a link (30 min) is mailed only if the address has an account", body = Accepted),
+        (status = 400, description = "`validation_failed` or `invalid_callback_url`", body = crate::error::Problem, content_type = "application/problem+json"),
+        (status = 403, description = "`origin_forbidden`", body = crate::error::Problem, content_type = "application/problem+json"),
+        (status = 413, description = "`payload_too_large`", body = crate::error::Problem, content_type = "application/problem+json"),
+        (status = 415, description = "`unsupported_media_type`", body = crate::error::Problem, content_type = "application/problem+json"),
+        (status = 429, description = "`rate_limited` (per client IP and per address)", body = crate::error::Problem, content_type = "application/problem+json",
+            headers(("Retry-After" = u64, description = "Seconds to wait"))),
+        (status = 500, description = "`internal`", body = crate::error::Problem, content_type = "application/problem+json"),
+        (status = 503, description = "`mail_unavailable` or `store_unavailable`", body = crate::error::Problem, content_type = "application/problem+json"),
+    ))]
+pub async fn forgot_password(
+    state: web::Data<AppState>,
+    req: HttpRequest,
+    ApiJson(body): ApiJson<ForgotRequest>,
+) -> Result<HttpResponse, ApiError> {
+    let ip = ClientIp::resolve(&req, &state.settings.trusted_proxies);
+    state.limiter.credential_request(ip).await?;
+    let email = Email::parse(&body.email)?;
+    let base = link_base(&state, body.redirect_url.as_deref())?;
+    if state.mailer.mail_unavailable() {
+        return Err(ApiError::MailUnavailable);
+    }
+    // Counted per address whether or not it has an account, so the limit reveals nothing.
+    state.limiter.mail_request("reset", email.as_str()).await?;
+    let state = state.into_inner();
+    tokio::spawn(async move {
+        if let Err(e) = send_reset(&state, &email, &base).await {
+            log::warn!("password reset mail not sent: {e}");
+        }
+    });
+    Ok(HttpResponse::Accepted().json(Accepted {
+        message: "If the address has an account, a reset link is on its way.",
+    }))
+}
+
+async fn send_reset(state: &AppState, email: &Email, base: &url::Url) -> Result<(), ApiError> {
+    let Some(user) = state.store.user_by_email(email).await? else {
+        return Ok(());
+    };
+    let link = new_link(
+        state,
+        RESET_KIND,
+        &user,
+        base,
+        state.settings.reset_token_ttl,
+    )
+    .await?;
+    let mail = message(
+        &user.email,
+        "Reset your password",
+        &["Someone asked to reset the password of your account. The link works once, for 30 minutes."],
+        Some(("Choose a new password", &link)),
+    );
+    state.mailer.send(mail).await.map_err(mail_failed)?;
+    log::info!("user {} was sent a reset link", user.id);
+    Ok(())
+}
+
+/// Set a new password with the token from a reset link; every session of the user ends.
+#[utoipa::path(post, path = "/api/auth/password/reset", tag = "email",
+    request_body = ResetRequest,
+    responses(
+        (status = 204, description = "Password set; every session of the user is revoked"),
+        (status = 400, description = "`invalid_token` or `validation_failed` (a weak password leaves the token unspent)", body = crate::error::Problem, content_type = "application/problem+json"),
+        (status = 403, description = "`origin_forbidden`", body = crate::error::Problem, content_type = "application/problem+json"),
+        (status = 413, description = "`payload_too_large`", body = crate::error::Problem, content_type = "application/problem+json"),
+        (status = 415, description = "`unsupported_media_type`", body = crate::error::Problem, content_type = "application/problem+json"),
+        (status = 429, description = "`rate_limited`", body = crate::error::Problem, content_type = "application/problem+json",
+            headers(("Retry-After" = u64, description = "Seconds to wait"))),
+        (status = 500, description = "`internal`", body = crate::error::Problem, content_type = "application/problem+json"),
+        (status = 503, description = "`store_unavailable`", body = crate::error::Problem, content_type = "application/problem+json"),
+    ))]
+pub async fn reset_password(
+    state: web::Data<AppState>,
+    req: HttpRequest,
+    ApiJson(body): ApiJson<ResetRequest>,
+) -> Result<HttpResponse, ApiError> {
+    let ip = ClientIp::resolve(&req, &state.settings.trusted_proxies);
+    state.limiter.credential_request(ip).await?;
+    // Checked before the token is spent, so a weak choice can be corrected with the same link.
+    let password = Password::parse(&body.new_password, "newPassword")?;
+    let user = spend(&state, RESET_KIND, &body.token).await?;
+    let hash = state.hasher.hash(&password).await?;
+    let now = clock::now();
+    if !state
+        .store
+        .set_password_hash(user.id, Some(&hash), now)
+        .await?
+    {
+        return Err(ApiError::InvalidToken);
+    }
+    let ended = state.store.end_user_sessions(user.id, None).await?;
+    // The link reached the mailbox: the address is proven too.
+    state.store.mark_email_verified(user.id, now).await?;
+    notify(
+        &state,
+        &user,
+        "Your password was changed",
+        "The password of your account was just reset with a link sent to this address.",
+    );
+    log::info!(
+        "user {} reset their password; {ended} sessions ended",
+        user.id
+    );
+    Ok(HttpResponse::NoContent().finish())
+}
