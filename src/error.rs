@@ -68,6 +68,10 @@ pub enum ApiError {
     AlreadyVerified,
     #[error("mail unavailable")]
     MailUnavailable,
+    #[error("invalid refresh token")]
+    InvalidRefresh,
+    #[error("refresh token reused")]
+    RefreshReused,
     #[error("upstream rejected the key")]
     UpstreamKeyRejected,
     #[error("upstream rate limited")]
@@ -184,6 +188,10 @@ impl ApiError {
                 S::CONFLICT,
                 "The email address is already verified",
             ),
+            Self::InvalidRefresh => {
+                kind("invalid_refresh", S::UNAUTHORIZED, "Invalid refresh token")
+            }
+            Self::RefreshReused => kind("refresh_reused", S::UNAUTHORIZED, "Refresh token reused"),
             Self::MailUnavailable => kind(
                 "mail_unavailable",
                 S::SERVICE_UNAVAILABLE,
@@ -272,6 +280,10 @@ impl ApiError {
                 "The link is unknown, already used or expired; ask for a new one.".into()
             }
             Self::AlreadyVerified => "This address is verified already.".into(),
+            Self::InvalidRefresh => {
+                "The refresh token is unknown, expired, or its session ended; sign in again.".into()
+            }
+            Self::RefreshReused => "This refresh token was already used: the session is revoked for safety; sign in again.".into(),
             Self::MailUnavailable => {
                 "This server cannot send mail (no SMTP is configured); ask its operator.".into()
             }
@@ -366,7 +378,11 @@ impl ResponseError for ApiError {
                     res.insert_header((header::ALLOW, value));
                 }
             }
-            Self::Unauthenticated | Self::InvalidCredentials | Self::ReauthRequired => {
+            Self::Unauthenticated
+            | Self::InvalidCredentials
+            | Self::ReauthRequired
+            | Self::InvalidRefresh
+            | Self::RefreshReused => {
                 res.insert_header((header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer")));
             }
             _ => {}
@@ -465,6 +481,8 @@ pub const ALL_CODES: &[&str] = &[
     "invalid_token",
     "already_verified",
     "mail_unavailable",
+    "invalid_refresh",
+    "refresh_reused",
     "upstream_key_rejected",
     "upstream_rate_limited",
     "upstream_error",
@@ -562,6 +580,8 @@ mod tests {
             ApiError::InvalidToken,
             ApiError::AlreadyVerified,
             ApiError::MailUnavailable,
+            ApiError::InvalidRefresh,
+            ApiError::RefreshReused,
             ApiError::UpstreamKeyRejected,
             ApiError::UpstreamRateLimited {
                 retry_after: Duration::from_secs(3),

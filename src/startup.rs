@@ -255,7 +255,8 @@ impl Application {
         self.server.handle()
     }
 
-    /// Serves until SIGTERM or SIGINT, then finishes the requests in flight (bounded).
+    /// Serves until SIGTERM (then finishes the requests in flight, for up to 10 s) or SIGINT (then
+    /// stops at once).
     pub async fn run_until_stopped(self) -> std::io::Result<()> {
         self.server.await
     }

@@ -4,6 +4,10 @@ use actix_web::cookie::{time::Duration as CookieDuration, Cookie, SameSite as Co
 
 use crate::config::{SameSite, Settings};
 
+/// The refresh cookie's name; it cannot take the `__Host-` prefix, which demands `Path=/`.
+pub const REFRESH_COOKIE: &str = "authvault.refresh";
+pub const REFRESH_PATH: &str = "/api/auth/refresh";
+
 /// Cookie names and attributes, fixed at start-up.
 #[derive(Debug, Clone)]
 pub struct CookieConfig {
@@ -71,6 +75,20 @@ impl CookieConfig {
         let mut cookie = self.build(self.flow_name, value, max_age_secs);
         cookie.set_same_site(CookieSameSite::Lax);
         cookie
+    }
+
+    /// The refresh-token cookie of browser clients: `SameSite=Strict` and sent only to
+    /// `/api/auth/refresh`, so no other request ever carries it.
+    pub fn refresh(&self, token: String, max_age_secs: u64) -> Cookie<'static> {
+        let mut cookie = self.build(REFRESH_COOKIE, token, max_age_secs as i64);
+        cookie.set_same_site(CookieSameSite::Strict);
+        cookie.set_path(REFRESH_PATH);
+        cookie
+    }
+
+    /// The refresh cookie with `Max-Age=0`.
+    pub fn clear_refresh(&self) -> Cookie<'static> {
+        self.refresh(String::new(), 0)
     }
 
     /// The CSRF cookie of the double-submit pair.

@@ -44,6 +44,9 @@ pub struct SignupRequest {
     /// At least 8 characters and at most 72 bytes of UTF-8.
     #[schema(min_length = 8, max_length = 72, format = Password)]
     pub password: String,
+    /// `browser` (default): tokens in cookies only; `app`: tokens in the body only.
+    #[serde(default)]
+    pub client: Option<ClientKind>,
 }
 
 #[derive(Deserialize, ToSchema)]
@@ -54,6 +57,21 @@ pub struct SigninRequest {
     pub email: String,
     #[schema(format = Password, min_length = 1)]
     pub password: String,
+    /// `browser` (default): tokens in cookies only; `app`: tokens in the body only.
+    #[serde(default)]
+    pub client: Option<ClientKind>,
+}
+
+/// Where a client keeps its tokens.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum ClientKind {
+    /// Cookies only: the session cookie, and the refresh token as an HttpOnly cookie scoped to
+    /// `/api/auth/refresh`; the body carries no refresh token, so page scripts never see it.
+    #[default]
+    Browser,
+    /// No cookies: the body carries the access and the refresh token.
+    App,
 }
 
 #[derive(Deserialize, Default, ToSchema)]
@@ -82,6 +100,13 @@ pub struct SessionBody {
     pub expires_at: String,
     /// Seconds until `expiresAt`.
     pub expires_in: u64,
+    /// For `app` clients only: the refresh token (single use, rotated by `POST /api/auth/refresh`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub refresh_token: Option<String>,
+    /// For `app` clients only: when the refresh token (and the session) expires.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(format = DateTime)]
+    pub refresh_expires_at: Option<String>,
 }
 
 /// A signed-in user and their new session.
@@ -142,67 +167,132 @@ fn provider_type_schema() -> utoipa::openapi::ObjectBuilder {
     string_enum(&["credentials", "oauth"], "`credentials` or `oauth`.")
 }
 
-/// Creates a session record for `user` (who proved who they are at `auth_time`) and signs its
-/// first access token.
+/// A new session: its first access token and its refresh token.
+pub(crate) struct Started {
+    pub issued: IssuedToken,
+    pub refresh: String,
+    pub refresh_expires_at: OffsetDateTime,
+}
+
+/// A new refresh token and the hash the store keeps.
+pub(crate) fn new_refresh_token() -> (String, String) {
+    use base64::{engine::general_purpose::URL_SAFE_NO_PAD, Engine};
+    let token = URL_SAFE_NO_PAD.encode(crate::random::bytes::<32>());
+    let hash = refresh_hash(&token);
+    (token, hash)
+}
+
+/// How refresh tokens are stored: their SHA-256, hex.
+pub(crate) fn refresh_hash(token: &str) -> String {
+    use sha2::{Digest, Sha256};
+    Sha256::digest(token.as_bytes())
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+/// Creates a session record for `user` (who proved who they are at `auth_time`), lasting as long
+/// as its refresh token, and signs its first access token.
 pub(crate) async fn new_session(
     state: &AppState,
     req: &HttpRequest,
     ip: ClientIp,
     user: &User,
     auth_time: OffsetDateTime,
-) -> Result<IssuedToken, ApiError> {
+) -> Result<Started, ApiError> {
     let now = clock::now();
     let user_agent = req
         .headers()
         .get(actix_web::http::header::USER_AGENT)
         .and_then(|v| v.to_str().ok())
         .map(|ua| ua.chars().take(256).collect());
+    let refresh_expires_at = now + state.settings.refresh_ttl;
     let record = SessionRecord {
         id: Uuid::new_v4(),
         user_id: user.id,
         created_at: now,
         last_used_at: now,
-        expires_at: now + state.jwt.ttl(),
+        expires_at: refresh_expires_at,
         auth_time,
         user_agent,
         ip: Some(ip.0.to_string()),
     };
-    match state.store.create_session(&record).await {
+    let (refresh, hash) = new_refresh_token();
+    match state
+        .store
+        .create_session_with_refresh(&record, &hash)
+        .await
+    {
         // The user was deleted while signing in.
         Err(StoreError::Conflict) => return Err(ApiError::Unauthenticated),
         other => other?,
     }
-    state.jwt.issue(user, &record, now)
+    Ok(Started {
+        issued: state.jwt.issue(user, &record, now)?,
+        refresh,
+        refresh_expires_at,
+    })
 }
 
-/// The `{user, session}` body for a new token.
-pub(crate) fn auth_response(user: &User, issued: &IssuedToken) -> AuthResponse {
+/// The `{user, session}` body; the refresh token appears in it for apps only.
+pub(crate) fn auth_response(user: &User, started: &Started, client: ClientKind) -> AuthResponse {
+    let app = client == ClientKind::App;
     AuthResponse {
         user: UserBody::from(user),
         session: SessionBody {
-            access_token: issued.token.clone(),
+            access_token: started.issued.token.clone(),
             token_type: "Bearer",
-            expires_at: rfc3339(issued.expires_at),
-            expires_in: issued.expires_in,
+            expires_at: rfc3339(started.issued.expires_at),
+            expires_in: started.issued.expires_in,
+            refresh_token: app.then(|| started.refresh.clone()),
+            refresh_expires_at: app.then(|| rfc3339(started.refresh_expires_at)),
         },
     }
 }
 
-/// Signs `user` in now and answers with the token in body and cookie.
+/// The session and refresh cookies of a browser client.
+pub(crate) fn session_cookies(
+    state: &AppState,
+    started: &Started,
+) -> [actix_web::cookie::Cookie<'static>; 2] {
+    let left = (started.refresh_expires_at - clock::now()).whole_milliseconds();
+    let refresh_secs = ((left + 999) / 1000).max(0) as u64;
+    [
+        state
+            .cookies
+            .session(started.issued.token.clone(), started.issued.expires_in),
+        state.cookies.refresh(started.refresh.clone(), refresh_secs),
+    ]
+}
+
+/// Answers with a session: cookies for browsers, tokens in the body for apps.
+pub(crate) fn session_answer(
+    state: &AppState,
+    user: &User,
+    started: &Started,
+    client: ClientKind,
+    status: StatusCode,
+) -> HttpResponse {
+    let mut res = HttpResponse::build(status);
+    if client == ClientKind::Browser {
+        for cookie in session_cookies(state, started) {
+            res.cookie(cookie);
+        }
+    }
+    res.json(auth_response(user, started, client))
+}
+
+/// Signs `user` in now.
 pub(crate) async fn start_session(
     state: &AppState,
     req: &HttpRequest,
     ip: ClientIp,
     user: &User,
+    client: ClientKind,
     status: StatusCode,
 ) -> Result<HttpResponse, ApiError> {
-    let issued = new_session(state, req, ip, user, clock::now()).await?;
-    let cookie = state
-        .cookies
-        .session(issued.token.clone(), issued.expires_in);
-    Ok(HttpResponse::build(status)
-        .cookie(cookie)
-        .json(auth_response(user, &issued)))
+    let started = new_session(state, req, ip, user, clock::now()).await?;
+    Ok(session_answer(state, user, &started, client, status))
 }
 
 /// Create an account and sign in.
@@ -253,7 +343,15 @@ pub async fn signup(
         other => other?,
     };
     log::info!("user {} signed up", user.id);
-    start_session(&state, &req, ip, &user, StatusCode::CREATED).await
+    start_session(
+        &state,
+        &req,
+        ip,
+        &user,
+        body.client.unwrap_or_default(),
+        StatusCode::CREATED,
+    )
+    .await
 }
 
 /// Sign in with email and password.
@@ -327,7 +425,15 @@ pub async fn signin(
         }
     }
     log::info!("user {} signed in", user.id);
-    start_session(&state, &req, ip, &user, StatusCode::OK).await
+    start_session(
+        &state,
+        &req,
+        ip,
+        &user,
+        body.client.unwrap_or_default(),
+        StatusCode::OK,
+    )
+    .await
 }
 
 /// The signed-in user and when the session expires.
@@ -383,6 +489,7 @@ pub async fn signout(
     }
     Ok(HttpResponse::NoContent()
         .cookie(state.cookies.clear_session())
+        .cookie(state.cookies.clear_refresh())
         .finish())
 }
 

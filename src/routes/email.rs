@@ -366,7 +366,10 @@ async fn send_reset(state: &AppState, email: &Email, base: &url::Url) -> Result<
     let mail = message(
         &user.email,
         "Reset your password",
-        &["Someone asked to reset the password of your account. The link works once, for 30 minutes."],
+        &[&format!(
+            "Someone asked to reset the password of your account. The link works once, for {} minutes.",
+            state.settings.reset_token_ttl.as_secs().div_ceil(60)
+        )],
         Some(("Choose a new password", &link)),
     );
     state.mailer.send(mail).await.map_err(mail_failed)?;

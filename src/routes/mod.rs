@@ -14,6 +14,7 @@ pub mod generate;
 pub mod health;
 pub mod json;
 pub mod oauth;
+pub mod sessions;
 pub mod user;
 
 /// Registers every route of the service.
@@ -26,6 +27,7 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
     generate::configure(cfg);
     oauth::configure(cfg);
     email::configure(cfg);
+    sessions::configure(cfg);
 }
 
 /// Distinguishes an absent field (`None`) from an explicit `null` (`Some(None)`).

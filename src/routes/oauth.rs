@@ -15,7 +15,7 @@ use time::OffsetDateTime;
 use utoipa::{IntoParams, ToSchema};
 
 use super::{
-    auth::{auth_response, new_session, AuthResponse},
+    auth::{new_session, session_answer, session_cookies, AuthResponse, ClientKind},
     json::ApiJson,
     resource, UserBody,
 };
@@ -76,6 +76,9 @@ pub struct TokenRequest {
     pub code: String,
     /// The app's PKCE code verifier (RFC 7636) whose S256 challenge started the sign-in.
     pub code_verifier: String,
+    /// `browser` (default): tokens in cookies only; `app`: tokens in the body only.
+    #[serde(default)]
+    pub client: Option<ClientKind>,
 }
 
 #[derive(Serialize, Deserialize)]
@@ -543,11 +546,13 @@ async fn callback(
         );
         return Ok(redirect(&with_param(&flow.callback_url, "code", &one_time)?).finish());
     }
-    let issued = new_session(state, req, ip, &user, now).await?;
+    let started = new_session(state, req, ip, &user, now).await?;
     log::info!("user {} signed in with {}", user.id, provider.as_str());
-    Ok(redirect(&flow.callback_url)
-        .cookie(state.cookies.session(issued.token, issued.expires_in))
-        .finish())
+    let mut res = redirect(&flow.callback_url);
+    for cookie in session_cookies(state, &started) {
+        res.cookie(cookie);
+    }
+    Ok(res.finish())
 }
 
 /// Exchange an app's one-time code for a session.
@@ -600,9 +605,15 @@ pub async fn exchange_code(
         .await?
         .ok_or(ApiError::InvalidCode)?;
     let auth_time = OffsetDateTime::from_unix_timestamp(data.auth_time).unwrap_or(now);
-    let issued = new_session(&state, &req, ip, &user, auth_time).await?;
+    let started = new_session(&state, &req, ip, &user, auth_time).await?;
     log::info!("user {} exchanged a one-time code", user.id);
-    Ok(HttpResponse::build(StatusCode::OK).json(auth_response(&user, &issued)))
+    Ok(session_answer(
+        &state,
+        &user,
+        &started,
+        body.client.unwrap_or_default(),
+        StatusCode::OK,
+    ))
 }
 
 /// Unlink a provider from the signed-in user.

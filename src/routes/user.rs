@@ -262,5 +262,6 @@ pub async fn delete_user(
     log::info!("user {} deleted their account", user.id);
     Ok(HttpResponse::NoContent()
         .cookie(state.cookies.clear_session())
+        .cookie(state.cookies.clear_refresh())
         .finish())
 }

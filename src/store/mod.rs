@@ -61,6 +61,18 @@ pub struct SessionRecord {
     pub ip: Option<String>,
 }
 
+/// A session's refresh-token state.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RefreshState {
+    /// Hash of the live refresh token.
+    pub hash: Option<String>,
+    /// Hash of the token it replaced, for the reuse grace period.
+    pub previous_hash: Option<String>,
+    pub rotated_at: Option<OffsetDateTime>,
+    /// The live token, sealed, handed again to a late caller of the previous one within grace.
+    pub successor: Option<SealedKey>,
+}
+
 /// Events recorded under one key since some moment.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct EventWindow {
@@ -113,6 +125,37 @@ pub trait SessionStore: Send + Sync {
         user: UserId,
         except: Option<Uuid>,
     ) -> Result<u64, StoreError>;
+    /// Creates a session whose refresh token hashes to `refresh_hash`.
+    async fn create_session_with_refresh(
+        &self,
+        session: &SessionRecord,
+        refresh_hash: &str,
+    ) -> Result<(), StoreError>;
+    /// The live session whose current or previous refresh token hashes to `hash`.
+    async fn session_by_refresh(
+        &self,
+        hash: &str,
+        now: OffsetDateTime,
+    ) -> Result<Option<(SessionRecord, RefreshState)>, StoreError>;
+    /// Replaces the refresh token only if `old_hash` is still the live one (so concurrent
+    /// refreshes make one successor, never two chains); records `old_hash`, `now` and the sealed
+    /// successor for the grace period, and marks the session used. True when rotated.
+    async fn rotate_refresh(
+        &self,
+        session: Uuid,
+        old_hash: &str,
+        new_hash: &str,
+        successor: &SealedKey,
+        now: OffsetDateTime,
+    ) -> Result<bool, StoreError>;
+    /// The user's live sessions, newest first.
+    async fn user_sessions(
+        &self,
+        user: UserId,
+        now: OffsetDateTime,
+    ) -> Result<Vec<SessionRecord>, StoreError>;
+    /// Ends one session of the user; false when the user has no such session.
+    async fn end_user_session(&self, user: UserId, session: Uuid) -> Result<bool, StoreError>;
 }
 
 #[async_trait]
@@ -228,6 +271,13 @@ pub trait TokenStore: Send + Sync {
         data: &str,
         expires_at: OffsetDateTime,
     ) -> Result<(), StoreError>;
+    /// Reads a secret without spending it; `None` when absent or expired at `now`.
+    async fn peek_token(
+        &self,
+        kind: &str,
+        hash: &str,
+        now: OffsetDateTime,
+    ) -> Result<Option<TokenRecord>, StoreError>;
     /// Spends a secret: removes it and returns it, unless absent or expired at `now`. Of several
     /// concurrent callers at most one gets it.
     async fn take_token(

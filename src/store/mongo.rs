@@ -21,7 +21,8 @@ use uuid::Uuid;
 
 use super::{
     EventWindow, IdentityStore, KeyChange, KeyStore, NewUser, ProfileUpdate, RateLimitStore,
-    SessionRecord, SessionStore, Store, StoreError, StoredKey, TokenRecord, TokenStore, UserStore,
+    RefreshState, SessionRecord, SessionStore, Store, StoreError, StoredKey, TokenRecord,
+    TokenStore, UserStore,
 };
 use crate::{
     clock::{from_millis, to_millis},
@@ -131,6 +132,8 @@ impl MongoStore {
                 vec![
                     index(doc! {"userId": 1}, None),
                     index(doc! {"expiresAt": 1}, Some(ttl())),
+                    index(doc! {"refreshHash": 1}, None),
+                    index(doc! {"previousHash": 1}, None),
                 ],
             ),
             (
@@ -383,9 +386,12 @@ impl UserStore for MongoStore {
     }
 }
 
-#[async_trait]
-impl SessionStore for MongoStore {
-    async fn create_session(&self, s: &SessionRecord) -> Result<(), StoreError> {
+impl MongoStore {
+    async fn insert_session(
+        &self,
+        s: &SessionRecord,
+        refresh_hash: Option<&str>,
+    ) -> Result<(), StoreError> {
         let document = doc! {
             "_id": s.id.to_string(),
             "userId": s.user_id.to_string(),
@@ -395,9 +401,103 @@ impl SessionStore for MongoStore {
             "authTime": bdt(s.auth_time),
             "userAgent": optional(s.user_agent.as_deref()),
             "ip": optional(s.ip.as_deref()),
+            "refreshHash": optional(refresh_hash),
         };
         self.bounded(self.sessions().insert_one(document)).await?;
         Ok(())
+    }
+}
+
+#[async_trait]
+impl SessionStore for MongoStore {
+    async fn create_session(&self, s: &SessionRecord) -> Result<(), StoreError> {
+        self.insert_session(s, None).await
+    }
+
+    async fn create_session_with_refresh(
+        &self,
+        session: &SessionRecord,
+        refresh_hash: &str,
+    ) -> Result<(), StoreError> {
+        self.insert_session(session, Some(refresh_hash)).await
+    }
+
+    async fn session_by_refresh(
+        &self,
+        hash: &str,
+        now: OffsetDateTime,
+    ) -> Result<Option<(SessionRecord, RefreshState)>, StoreError> {
+        let filter = doc! {
+            "$or": [{"refreshHash": hash}, {"previousHash": hash}],
+            "expiresAt": {"$gt": bdt(now)},
+        };
+        let Some(d) = self.bounded(self.sessions().find_one(filter)).await? else {
+            return Ok(None);
+        };
+        let text = |key: &str| d.get_str(key).ok().map(str::to_owned);
+        let successor = d.get_document("successor").ok().and_then(|s| {
+            Some(SealedKey {
+                key_id: s.get_str("keyId").ok()?.to_owned(),
+                nonce: s.get_binary_generic("nonce").ok()?.clone(),
+                ciphertext: s.get_binary_generic("ciphertext").ok()?.clone(),
+            })
+        });
+        let state = RefreshState {
+            hash: text("refreshHash"),
+            previous_hash: text("previousHash"),
+            rotated_at: d.get_datetime("rotatedAt").ok().map(|t| odt(*t)),
+            successor,
+        };
+        Ok(Some((session_from_doc(&d)?, state)))
+    }
+
+    async fn rotate_refresh(
+        &self,
+        session: Uuid,
+        old_hash: &str,
+        new_hash: &str,
+        successor: &SealedKey,
+        now: OffsetDateTime,
+    ) -> Result<bool, StoreError> {
+        let filter = doc! {"_id": session.to_string(), "refreshHash": old_hash};
+        let update = doc! {"$set": {
+            "refreshHash": new_hash,
+            "previousHash": old_hash,
+            "rotatedAt": bdt(now),
+            "lastUsedAt": bdt(now),
+            "successor": sealed_doc(successor),
+        }};
+        let result = self
+            .bounded(self.sessions().update_one(filter, update))
+            .await?;
+        Ok(result.modified_count == 1)
+    }
+
+    async fn user_sessions(
+        &self,
+        user: UserId,
+        now: OffsetDateTime,
+    ) -> Result<Vec<SessionRecord>, StoreError> {
+        let filter = doc! {"userId": user.to_string(), "expiresAt": {"$gt": bdt(now)}};
+        let cursor = self
+            .bounded(
+                self.sessions()
+                    .find(filter)
+                    .sort(doc! {"createdAt": -1, "_id": 1}),
+            )
+            .await?;
+        let docs: Vec<Document> = self.bounded(cursor.try_collect()).await?;
+        docs.iter().map(session_from_doc).collect()
+    }
+
+    async fn end_user_session(&self, user: UserId, session: Uuid) -> Result<bool, StoreError> {
+        let result = self
+            .bounded(
+                self.sessions()
+                    .delete_one(doc! {"_id": session.to_string(), "userId": user.to_string()}),
+            )
+            .await?;
+        Ok(result.deleted_count == 1)
     }
 
     async fn session(
@@ -768,6 +868,26 @@ impl TokenStore for MongoStore {
         };
         self.bounded(self.tokens().insert_one(document)).await?;
         Ok(())
+    }
+
+    async fn peek_token(
+        &self,
+        kind: &str,
+        hash: &str,
+        now: OffsetDateTime,
+    ) -> Result<Option<TokenRecord>, StoreError> {
+        let filter = doc! {"_id": format!("{kind}:{hash}"), "expiresAt": {"$gt": bdt(now)}};
+        let Some(d) = self.bounded(self.tokens().find_one(filter)).await? else {
+            return Ok(None);
+        };
+        Ok(Some(TokenRecord {
+            user_id: d.get_str("userId").ok().and_then(|u| u.parse().ok()),
+            data: d.get_str("data").unwrap_or_default().to_owned(),
+            expires_at: d
+                .get_datetime("expiresAt")
+                .map(|t| odt(*t))
+                .map_err(|e| StoreError::Other(e.into()))?,
+        }))
     }
 
     async fn take_token(

@@ -16,7 +16,8 @@ use uuid::Uuid;
 
 use super::{
     EventWindow, IdentityStore, KeyChange, KeyStore, NewUser, ProfileUpdate, RateLimitStore,
-    SessionRecord, SessionStore, Store, StoreError, StoredKey, TokenRecord, TokenStore, UserStore,
+    RefreshState, SessionRecord, SessionStore, Store, StoreError, StoredKey, TokenRecord,
+    TokenStore, UserStore,
 };
 use crate::{
     clock::{from_millis, to_millis},
@@ -28,6 +29,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("../../migrations/sqlite/0002_api_keys.sql"),
     include_str!("../../migrations/sqlite/0003_identities_tokens.sql"),
     include_str!("../../migrations/sqlite/0004_email_verified.sql"),
+    include_str!("../../migrations/sqlite/0005_refresh_tokens.sql"),
 ];
 const MAX_CONNECTIONS: usize = 8;
 
@@ -419,14 +421,17 @@ impl UserStore for SqliteStore {
     }
 }
 
-#[async_trait]
-impl SessionStore for SqliteStore {
-    async fn create_session(&self, session: &SessionRecord) -> Result<(), StoreError> {
+impl SqliteStore {
+    async fn insert_session(
+        &self,
+        session: &SessionRecord,
+        refresh_hash: Option<String>,
+    ) -> Result<(), StoreError> {
         let s = session.clone();
         self.run(move |conn| {
             conn.prepare_cached(
-                "INSERT INTO sessions (id, user_id, created_at, last_used_at, expires_at, auth_time, user_agent, ip) \
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+                "INSERT INTO sessions (id, user_id, created_at, last_used_at, expires_at, auth_time, user_agent, ip, refresh_hash) \
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
             )?
             .execute(params![
                 s.id.to_string(),
@@ -436,12 +441,124 @@ impl SessionStore for SqliteStore {
                 to_millis(s.expires_at),
                 to_millis(s.auth_time),
                 s.user_agent,
-                s.ip
+                s.ip,
+                refresh_hash
             ])?;
             // Expired rows are dead weight; sweep them as new ones arrive.
             conn.prepare_cached("DELETE FROM sessions WHERE expires_at < ?1")?
                 .execute([to_millis(s.created_at)])?;
             Ok(())
+        })
+        .await
+    }
+}
+
+#[async_trait]
+impl SessionStore for SqliteStore {
+    async fn create_session(&self, session: &SessionRecord) -> Result<(), StoreError> {
+        self.insert_session(session, None).await
+    }
+
+    async fn create_session_with_refresh(
+        &self,
+        session: &SessionRecord,
+        refresh_hash: &str,
+    ) -> Result<(), StoreError> {
+        self.insert_session(session, Some(refresh_hash.to_owned()))
+            .await
+    }
+
+    async fn session_by_refresh(
+        &self,
+        hash: &str,
+        now: OffsetDateTime,
+    ) -> Result<Option<(SessionRecord, RefreshState)>, StoreError> {
+        let (hash, now) = (hash.to_owned(), to_millis(now));
+        self.run(move |conn| {
+            conn.prepare_cached(
+                "SELECT id, user_id, created_at, last_used_at, expires_at, auth_time, user_agent, ip, \
+                   refresh_hash, previous_hash, rotated_at, successor_key_id, successor_nonce, successor_ciphertext \
+                 FROM sessions WHERE (refresh_hash = ?1 OR previous_hash = ?1) AND expires_at > ?2",
+            )?
+            .query_row(params![hash, now], |row| {
+                let session = session_from_row(row)?;
+                let key_id: Option<String> = row.get(11)?;
+                let successor = match key_id {
+                    Some(key_id) => Some(SealedKey {
+                        key_id,
+                        nonce: row.get(12)?,
+                        ciphertext: row.get(13)?,
+                    }),
+                    None => None,
+                };
+                Ok((
+                    session,
+                    RefreshState {
+                        hash: row.get(8)?,
+                        previous_hash: row.get(9)?,
+                        rotated_at: row.get::<_, Option<i64>>(10)?.map(from_millis),
+                        successor,
+                    },
+                ))
+            })
+            .optional()
+        })
+        .await
+    }
+
+    async fn rotate_refresh(
+        &self,
+        session: Uuid,
+        old_hash: &str,
+        new_hash: &str,
+        successor: &SealedKey,
+        now: OffsetDateTime,
+    ) -> Result<bool, StoreError> {
+        let (old, new, successor) = (old_hash.to_owned(), new_hash.to_owned(), successor.clone());
+        self.run(move |conn| {
+            let n = conn
+                .prepare_cached(
+                    "UPDATE sessions SET refresh_hash = ?3, previous_hash = ?2, rotated_at = ?4, \
+                       last_used_at = ?4, successor_key_id = ?5, successor_nonce = ?6, successor_ciphertext = ?7 \
+                     WHERE id = ?1 AND refresh_hash = ?2",
+                )?
+                .execute(params![
+                    session.to_string(),
+                    old,
+                    new,
+                    to_millis(now),
+                    successor.key_id,
+                    successor.nonce,
+                    successor.ciphertext
+                ])?;
+            Ok(n == 1)
+        })
+        .await
+    }
+
+    async fn user_sessions(
+        &self,
+        user: UserId,
+        now: OffsetDateTime,
+    ) -> Result<Vec<SessionRecord>, StoreError> {
+        let (user, now) = (user.to_string(), to_millis(now));
+        self.run(move |conn| {
+            conn.prepare_cached(
+                "SELECT id, user_id, created_at, last_used_at, expires_at, auth_time, user_agent, ip \
+                 FROM sessions WHERE user_id = ?1 AND expires_at > ?2 ORDER BY created_at DESC, id",
+            )?
+            .query_map(params![user, now], session_from_row)?
+            .collect()
+        })
+        .await
+    }
+
+    async fn end_user_session(&self, user: UserId, session: Uuid) -> Result<bool, StoreError> {
+        self.run(move |conn| {
+            let n = conn
+                .prepare_cached("DELETE FROM sessions WHERE id = ?1 AND user_id = ?2")?
+                .execute(params![session.to_string(), user.to_string()])?;
+            Ok(n == 1)
         })
         .await
     }
@@ -811,6 +928,30 @@ impl TokenStore for SqliteStore {
             )?
             .execute([to_millis(crate::clock::now())])?;
             Ok(())
+        })
+        .await
+    }
+
+    async fn peek_token(
+        &self,
+        kind: &str,
+        hash: &str,
+        now: OffsetDateTime,
+    ) -> Result<Option<TokenRecord>, StoreError> {
+        let (kind, hash, now) = (kind.to_owned(), hash.to_owned(), to_millis(now));
+        self.run(move |conn| {
+            conn.prepare_cached(
+                "SELECT user_id, data, expires_at FROM tokens WHERE kind = ?1 AND hash = ?2 AND expires_at > ?3",
+            )?
+            .query_row(params![kind, hash, now], |row| {
+                let user: Option<String> = row.get(0)?;
+                Ok(TokenRecord {
+                    user_id: user.and_then(|u| u.parse().ok()),
+                    data: row.get(1)?,
+                    expires_at: from_millis(row.get(2)?),
+                })
+            })
+            .optional()
         })
         .await
     }

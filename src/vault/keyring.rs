@@ -62,15 +62,45 @@ impl KeyRing {
         provider: KeyProvider,
         plaintext: &str,
     ) -> Result<SealedKey, VaultError> {
+        self.seal_with(&associated_data(user, provider), plaintext)
+    }
+
+    /// Opens a sealed key with the key it names; fails closed on any mismatch.
+    pub fn open(
+        &self,
+        user: UserId,
+        provider: KeyProvider,
+        sealed: &SealedKey,
+    ) -> Result<SecretString, VaultError> {
+        self.open_with(&associated_data(user, provider), sealed)
+    }
+
+    /// Seals another short-lived secret (a refresh token's successor) bound to `context`.
+    pub fn seal_secret(&self, context: &str, plaintext: &str) -> Result<SealedKey, VaultError> {
+        self.seal_with(
+            format!("authvault/secret/v1|{context}").as_bytes(),
+            plaintext,
+        )
+    }
+
+    /// Opens what `seal_secret` sealed for the same `context`.
+    pub fn open_secret(
+        &self,
+        context: &str,
+        sealed: &SealedKey,
+    ) -> Result<SecretString, VaultError> {
+        self.open_with(format!("authvault/secret/v1|{context}").as_bytes(), sealed)
+    }
+
+    fn seal_with(&self, aad: &[u8], plaintext: &str) -> Result<SealedKey, VaultError> {
         let (id, cipher) = self.keys.first().ok_or(VaultError::Seal)?;
         let nonce: [u8; NONCE_LEN] = crate::random::bytes();
-        let aad = associated_data(user, provider);
         let ciphertext = cipher
             .encrypt(
                 XNonce::from_slice(&nonce),
                 Payload {
                     msg: plaintext.as_bytes(),
-                    aad: &aad,
+                    aad,
                 },
             )
             .map_err(|_| VaultError::Seal)?;
@@ -81,13 +111,7 @@ impl KeyRing {
         })
     }
 
-    /// Opens a sealed key with the key it names; fails closed on any mismatch.
-    pub fn open(
-        &self,
-        user: UserId,
-        provider: KeyProvider,
-        sealed: &SealedKey,
-    ) -> Result<SecretString, VaultError> {
+    fn open_with(&self, aad: &[u8], sealed: &SealedKey) -> Result<SecretString, VaultError> {
         let cipher = self
             .keys
             .iter()
@@ -97,13 +121,12 @@ impl KeyRing {
         if sealed.nonce.len() != NONCE_LEN {
             return Err(VaultError::Tampered);
         }
-        let aad = associated_data(user, provider);
         let plaintext = cipher
             .decrypt(
                 XNonce::from_slice(&sealed.nonce),
                 Payload {
                     msg: &sealed.ciphertext,
-                    aad: &aad,
+                    aad,
                 },
             )
             .map_err(|_| VaultError::Tampered)?;

@@ -13,4 +13,5 @@ mod hardening;
 mod oauth;
 mod oidc_peer;
 mod resilience;
+mod sessions;
 mod user;

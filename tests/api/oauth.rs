@@ -469,7 +469,7 @@ async fn an_app_callback_gets_a_one_time_code_bound_to_its_verifier(backend: Bac
         async move {
             app.post_json(
                 "/api/auth/token",
-                &json!({"code": code, "codeVerifier": verifier}),
+                &json!({"code": code, "codeVerifier": verifier, "client": "app"}),
             )
             .await
         }

@@ -1,0 +1,316 @@
+//! Long-lived sign-in: refresh tokens with rotation and reuse detection, and the device list.
+//!
+//! Every use of a refresh token replaces it. Presenting a spent one again means it leaked (or a
+//! client is confused): the whole session is revoked, except within the grace period after its
+//! rotation, where the caller gets the live successor again, so two tabs refreshing at once both
+//! end up holding the one live token.
+
+use actix_web::{http::StatusCode, web, HttpRequest, HttpResponse};
+use secrecy::ExposeSecret;
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+use uuid::Uuid;
+
+use super::{
+    auth::{new_refresh_token, refresh_hash, session_answer, AuthResponse, ClientKind, Started},
+    json::OptionalJson,
+    resource,
+};
+use crate::{
+    auth::{cookies::REFRESH_COOKIE, csrf, ClientIp, CurrentUser},
+    clock::{self, rfc3339},
+    error::ApiError,
+    startup::AppState,
+    store::{RefreshState, SessionRecord},
+};
+
+pub fn configure(cfg: &mut web::ServiceConfig) {
+    cfg.service(resource("/api/auth/refresh").route(web::post().to(refresh)))
+        .service(resource("/api/user/sessions").route(web::get().to(list_sessions)))
+        .service(resource("/api/user/sessions/{id}").route(web::delete().to(end_session)));
+}
+
+/// Spent refresh tokens, remembered until their session would have expired.
+const SPENT_KIND: &str = "refresh_spent";
+
+#[derive(Deserialize, Default, ToSchema)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct RefreshRequest {
+    /// The refresh token, for app clients; browsers send the refresh cookie instead (with
+    /// `X-CSRF-Token`).
+    #[serde(default)]
+    #[schema(max_length = 256)]
+    pub refresh_token: Option<String>,
+    /// Where the new tokens go; default `app` when the token came in the body, else `browser`.
+    #[serde(default)]
+    pub client: Option<ClientKind>,
+}
+
+/// One signed-in device.
+#[derive(Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct SessionItem {
+    #[schema(format = Uuid)]
+    pub id: String,
+    #[schema(format = DateTime)]
+    pub created_at: String,
+    /// The last sign-in or refresh.
+    #[schema(format = DateTime)]
+    pub last_used_at: String,
+    #[schema(format = DateTime)]
+    pub expires_at: String,
+    #[schema(required = true)]
+    pub user_agent: Option<String>,
+    #[schema(required = true)]
+    pub ip: Option<String>,
+    /// Whether this is the session of the request.
+    pub current: bool,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct SessionList {
+    pub sessions: Vec<SessionItem>,
+}
+
+fn invalid() -> ApiError {
+    ApiError::InvalidRefresh
+}
+
+/// Exchange a refresh token for a new access token and a new refresh token.
+#[utoipa::path(post, path = "/api/auth/refresh", tag = "sessions",
+    request_body(content = Option<RefreshRequest>, description = "App clients send the token; browsers send an empty body with the refresh cookie and X-CSRF-Token"),
+    responses(
+        (status = 200, description = "A new access token and a new refresh token; the old one is spent (browsers get both as cookies)", body = AuthResponse),
+        (status = 400, description = "`validation_failed`", body = crate::error::Problem, content_type = "application/problem+json"),
+        (status = 401, description = "`invalid_refresh` (unknown, expired, or the session ended) or `refresh_reused` (a spent token came back: the whole session is revoked)",
+            body = crate::error::Problem, content_type = "application/problem+json"),
+        (status = 403, description = "`csrf_failed` or `origin_forbidden`", body = crate::error::Problem, content_type = "application/problem+json"),
+        (status = 413, description = "`payload_too_large`", body = crate::error::Problem, content_type = "application/problem+json"),
+        (status = 415, description = "`unsupported_media_type`", body = crate::error::Problem, content_type = "application/problem+json"),
+        (status = 429, description = "`rate_limited`", body = crate::error::Problem, content_type = "application/problem+json",
+            headers(("Retry-After" = u64, description = "Seconds to wait"))),
+        (status = 500, description = "`internal`", body = crate::error::Problem, content_type = "application/problem+json"),
+        (status = 503, description = "`store_unavailable`", body = crate::error::Problem, content_type = "application/problem+json"),
+    ))]
+pub async fn refresh(
+    state: web::Data<AppState>,
+    req: HttpRequest,
+    OptionalJson(body): OptionalJson<RefreshRequest>,
+) -> Result<HttpResponse, ApiError> {
+    let ip = ClientIp::resolve(&req, &state.settings.trusted_proxies);
+    state.limiter.credential_request(ip).await?;
+    let (token, client) = match body.refresh_token {
+        Some(token) => (token, body.client.unwrap_or(ClientKind::App)),
+        None => {
+            let cookie = req.cookie(REFRESH_COOKIE).ok_or_else(invalid)?;
+            // A cookie write like any other: the double-submit CSRF token is required.
+            let header = req
+                .headers()
+                .get(csrf::HEADER)
+                .and_then(|v| v.to_str().ok());
+            let csrf_cookie = req.cookie(state.cookies.csrf_name);
+            state
+                .csrf
+                .check(header, csrf_cookie.as_ref().map(|c| c.value()))?;
+            (
+                cookie.value().to_owned(),
+                body.client.unwrap_or(ClientKind::Browser),
+            )
+        }
+    };
+    if token.is_empty() || token.len() > 256 {
+        return Err(invalid());
+    }
+    let hash = refresh_hash(&token);
+    let now = clock::now();
+    let Some((session, refresh)) = state.store.session_by_refresh(&hash, now).await? else {
+        // Not live anywhere: spent long ago (reuse), or never ours.
+        if let Some(spent) = state.store.peek_token(SPENT_KIND, &hash, now).await? {
+            if let Ok(id) = spent.data.parse::<Uuid>() {
+                revoke_reused(&state, id, spent.user_id).await?;
+                return Err(ApiError::RefreshReused);
+            }
+        }
+        return Err(invalid());
+    };
+    let user = state
+        .store
+        .user_by_id(session.user_id)
+        .await?
+        .ok_or_else(invalid)?;
+
+    if refresh.hash.as_deref() == Some(hash.as_str()) {
+        let (next, next_hash) = new_refresh_token();
+        let sealed = state
+            .vault
+            .seal_secret(&successor_context(&session), &next)
+            .map_err(ApiError::internal)?;
+        if state
+            .store
+            .rotate_refresh(session.id, &hash, &next_hash, &sealed, now)
+            .await?
+        {
+            state
+                .store
+                .put_token(
+                    SPENT_KIND,
+                    &hash,
+                    Some(user.id),
+                    &session.id.to_string(),
+                    session.expires_at,
+                )
+                .await
+                .or_else(|e| match e {
+                    crate::store::StoreError::Conflict => Ok(()),
+                    e => Err(e),
+                })?;
+            log::info!("user {} refreshed session {}", user.id, session.id);
+            return answer(&state, &user, &session, next, client, now);
+        }
+        // Another request rotated this token a moment ago: take what it made, within grace.
+        let Some((session, refresh)) = state.store.session_by_refresh(&hash, now).await? else {
+            return Err(invalid());
+        };
+        return within_grace(&state, &user, &session, &refresh, &hash, client, now).await;
+    }
+    within_grace(&state, &user, &session, &refresh, &hash, client, now).await
+}
+
+fn successor_context(session: &SessionRecord) -> String {
+    format!("refresh-successor|{}|{}", session.user_id, session.id)
+}
+
+/// A spent token came back: its successor again within the grace period, else revocation.
+async fn within_grace(
+    state: &AppState,
+    user: &crate::domain::User,
+    session: &SessionRecord,
+    refresh: &RefreshState,
+    hash: &str,
+    client: ClientKind,
+    now: time::OffsetDateTime,
+) -> Result<HttpResponse, ApiError> {
+    let grace = state.settings.refresh_grace;
+    let in_grace = refresh.previous_hash.as_deref() == Some(hash)
+        && refresh
+            .rotated_at
+            .is_some_and(|at| now - at <= grace && !grace.is_zero());
+    if let (true, Some(sealed)) = (in_grace, &refresh.successor) {
+        if let Ok(next) = state.vault.open_secret(&successor_context(session), sealed) {
+            log::info!(
+                "user {}: refresh within grace for session {}",
+                user.id,
+                session.id
+            );
+            return answer(
+                state,
+                user,
+                session,
+                next.expose_secret().to_owned(),
+                client,
+                now,
+            );
+        }
+    }
+    revoke_reused(state, session.id, Some(user.id)).await?;
+    Err(ApiError::RefreshReused)
+}
+
+/// Ends the session of a reused token and tells its user.
+async fn revoke_reused(
+    state: &AppState,
+    session: Uuid,
+    user: Option<crate::domain::UserId>,
+) -> Result<(), ApiError> {
+    state.store.end_session(session).await?;
+    log::warn!("a spent refresh token was presented again: session {session} revoked");
+    if let Some(user) = user {
+        if let Some(user) = state.store.user_by_id(user).await? {
+            super::email::notify(
+                state,
+                &user,
+                "A signed-in device was signed out",
+                "A refresh token of one of your sessions was used twice, which means it may have \
+                 been copied. That session was ended; sign in again on that device.",
+            );
+        }
+    }
+    Ok(())
+}
+
+fn answer(
+    state: &AppState,
+    user: &crate::domain::User,
+    session: &SessionRecord,
+    refresh: String,
+    client: ClientKind,
+    now: time::OffsetDateTime,
+) -> Result<HttpResponse, ApiError> {
+    let started = Started {
+        issued: state.jwt.issue(user, session, now)?,
+        refresh,
+        refresh_expires_at: session.expires_at,
+    };
+    Ok(session_answer(
+        state,
+        user,
+        &started,
+        client,
+        StatusCode::OK,
+    ))
+}
+
+/// The signed-in user's live sessions.
+#[utoipa::path(get, path = "/api/user/sessions", tag = "sessions",
+    security(("bearer" = []), ("cookie" = [])),
+    responses(
+        (status = 200, description = "Live sessions, newest first; `current` marks this one", body = SessionList),
+        (status = 401, description = "`unauthenticated`", body = crate::error::Problem, content_type = "application/problem+json"),
+        (status = 500, description = "`internal`", body = crate::error::Problem, content_type = "application/problem+json"),
+        (status = 503, description = "`store_unavailable`", body = crate::error::Problem, content_type = "application/problem+json"),
+    ))]
+pub async fn list_sessions(
+    state: web::Data<AppState>,
+    current: CurrentUser,
+) -> Result<HttpResponse, ApiError> {
+    let sessions = state.store.user_sessions(current.id, clock::now()).await?;
+    Ok(HttpResponse::Ok().json(SessionList {
+        sessions: sessions
+            .into_iter()
+            .map(|s| SessionItem {
+                id: s.id.to_string(),
+                created_at: rfc3339(s.created_at),
+                last_used_at: rfc3339(s.last_used_at),
+                expires_at: rfc3339(s.expires_at),
+                user_agent: s.user_agent,
+                ip: s.ip,
+                current: s.id == current.session_id,
+            })
+            .collect(),
+    }))
+}
+
+/// End one of the signed-in user's sessions; its tokens stop working at once.
+#[utoipa::path(delete, path = "/api/user/sessions/{id}", tag = "sessions",
+    security(("bearer" = []), ("cookie" = [])),
+    params(("id" = String, Path, format = Uuid, description = "A session id from GET /api/user/sessions")),
+    responses(
+        (status = 204, description = "The session ended"),
+        (status = 401, description = "`unauthenticated`", body = crate::error::Problem, content_type = "application/problem+json"),
+        (status = 403, description = "`csrf_failed` or `origin_forbidden`", body = crate::error::Problem, content_type = "application/problem+json"),
+        (status = 404, description = "`not_found` (also for another user's session)", body = crate::error::Problem, content_type = "application/problem+json"),
+        (status = 500, description = "`internal`", body = crate::error::Problem, content_type = "application/problem+json"),
+        (status = 503, description = "`store_unavailable`", body = crate::error::Problem, content_type = "application/problem+json"),
+    ))]
+pub async fn end_session(
+    state: web::Data<AppState>,
+    current: CurrentUser,
+    id: web::Path<String>,
+) -> Result<HttpResponse, ApiError> {
+    let id: Uuid = id.parse().map_err(|_| ApiError::NotFound)?;
+    if !state.store.end_user_session(current.id, id).await? {
+        return Err(ApiError::NotFound);
+    }
+    log::info!("user {} ended session {id}", current.id);
+    Ok(HttpResponse::NoContent().finish())
+}
