@@ -176,19 +176,9 @@ pub(crate) struct Started {
 
 /// A new refresh token and the hash the store keeps.
 pub(crate) fn new_refresh_token() -> (String, String) {
-    use base64::{engine::general_purpose::URL_SAFE_NO_PAD, Engine};
-    let token = URL_SAFE_NO_PAD.encode(crate::random::bytes::<32>());
-    let hash = refresh_hash(&token);
+    let token = crate::random::token();
+    let hash = crate::random::token_hash(&token);
     (token, hash)
-}
-
-/// How refresh tokens are stored: their SHA-256, hex.
-pub(crate) fn refresh_hash(token: &str) -> String {
-    use sha2::{Digest, Sha256};
-    Sha256::digest(token.as_bytes())
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect()
 }
 
 /// Creates a session record for `user` (who proved who they are at `auth_time`), lasting as long

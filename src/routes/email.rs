@@ -5,9 +5,7 @@
 //! the address has an account: the lookup and the mail happen after the answer.
 
 use actix_web::{web, HttpRequest, HttpResponse};
-use base64::{engine::general_purpose::URL_SAFE_NO_PAD, Engine};
 use serde::{Deserialize, Serialize};
-use sha2::{Digest, Sha256};
 use utoipa::ToSchema;
 
 use super::{
@@ -82,13 +80,6 @@ pub struct Accepted {
     pub message: &'static str,
 }
 
-fn sha256_hex(value: &str) -> String {
-    Sha256::digest(value.as_bytes())
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect()
-}
-
 /// The link base: the client's allow-listed `redirectUrl`, or the public URL.
 fn link_base(state: &AppState, redirect: Option<&str>) -> Result<url::Url, ApiError> {
     match redirect {
@@ -112,13 +103,13 @@ async fn new_link(
     base: &url::Url,
     ttl: std::time::Duration,
 ) -> Result<String, ApiError> {
-    let token = URL_SAFE_NO_PAD.encode(crate::random::bytes::<32>());
+    let token = crate::random::token();
     let now = clock::now();
     state
         .store
         .put_token(
             kind,
-            &sha256_hex(&token),
+            &crate::random::token_hash(&token),
             Some(user.id),
             user.email.as_str(),
             now + ttl,
@@ -295,7 +286,7 @@ async fn spend(state: &AppState, kind: &str, token: &str) -> Result<User, ApiErr
     }
     let record = state
         .store
-        .take_token(kind, &sha256_hex(token), clock::now())
+        .take_token(kind, &crate::random::token_hash(token), clock::now())
         .await?
         .ok_or(ApiError::InvalidToken)?;
     let user_id: UserId = record.user_id.ok_or(ApiError::InvalidToken)?;

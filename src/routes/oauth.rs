@@ -88,19 +88,8 @@ struct CodeData {
     auth_time: i64,
 }
 
-fn sha256_hex(value: &str) -> String {
-    Sha256::digest(value.as_bytes())
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect()
-}
-
 fn s256(verifier: &str) -> String {
     URL_SAFE_NO_PAD.encode(Sha256::digest(verifier.as_bytes()))
-}
-
-fn random_token() -> String {
-    URL_SAFE_NO_PAD.encode(crate::random::bytes::<32>())
 }
 
 /// The enabled provider named in the path.
@@ -177,7 +166,7 @@ pub async fn oauth_signin(
         (_, false) => None,
     };
 
-    let flow_state = random_token();
+    let flow_state = crate::random::token();
     let (challenge, verifier) = PkceCodeChallenge::new_random_sha256();
     let (authorize, nonce) = match provider {
         AuthProvider::Github => {
@@ -186,7 +175,7 @@ pub async fn oauth_signin(
         }
         AuthProvider::Google => {
             let google = state.google.as_ref().ok_or(ApiError::UnknownProvider)?;
-            let nonce = random_token();
+            let nonce = crate::random::token();
             let url = google
                 .authorize_url(&flow_state, &nonce, challenge)
                 .map_err(ApiError::internal)?;
@@ -488,7 +477,13 @@ async fn callback(
     let expires = OffsetDateTime::from_unix_timestamp(flow.expires_at).unwrap_or(now);
     match state
         .store
-        .put_token(STATE_KIND, &sha256_hex(&flow.state), None, "", expires)
+        .put_token(
+            STATE_KIND,
+            &crate::random::token_hash(&flow.state),
+            None,
+            "",
+            expires,
+        )
         .await
     {
         Err(StoreError::Conflict) => return Err(ApiError::InvalidState),
@@ -523,7 +518,7 @@ async fn callback(
 
     if let Some(challenge) = &flow.app_challenge {
         // An app gets a one-time code bound to its own PKCE challenge, never a cookie.
-        let one_time = random_token();
+        let one_time = crate::random::token();
         let data = serde_json::to_string(&CodeData {
             challenge: challenge.clone(),
             auth_time: now.unix_timestamp(),
@@ -533,7 +528,7 @@ async fn callback(
             .store
             .put_token(
                 CODE_KIND,
-                &sha256_hex(&one_time),
+                &crate::random::token_hash(&one_time),
                 Some(user.id),
                 &data,
                 now + time::Duration::seconds(CODE_TTL_SECS),
@@ -584,7 +579,7 @@ pub async fn exchange_code(
     let now = clock::now();
     let record = state
         .store
-        .take_token(CODE_KIND, &sha256_hex(&body.code), now)
+        .take_token(CODE_KIND, &crate::random::token_hash(&body.code), now)
         .await?
         .ok_or(ApiError::InvalidCode)?;
     let data: CodeData = serde_json::from_str(&record.data).map_err(|_| ApiError::InvalidCode)?;

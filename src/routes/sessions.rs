@@ -12,7 +12,7 @@ use utoipa::ToSchema;
 use uuid::Uuid;
 
 use super::{
-    auth::{new_refresh_token, refresh_hash, session_answer, AuthResponse, ClientKind, Started},
+    auth::{new_refresh_token, session_answer, AuthResponse, ClientKind, Started},
     json::OptionalJson,
     resource,
 };
@@ -121,7 +121,7 @@ pub async fn refresh(
     if token.is_empty() || token.len() > 256 {
         return Err(invalid());
     }
-    let hash = refresh_hash(&token);
+    let hash = crate::random::token_hash(&token);
     let now = clock::now();
     let Some((session, refresh)) = state.store.session_by_refresh(&hash, now).await? else {
         // Not live anywhere: spent long ago (reuse), or never ours.
