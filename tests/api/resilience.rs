@@ -17,11 +17,6 @@ backend_tests!(
     metrics_count_requests_outcomes_and_limits,
 );
 
-/// A second app on the same database.
-async fn twin(app: &TestApp, overrides: &[(&str, &str)]) -> TestApp {
-    spawn_app_on(app.db.clone(), overrides).await
-}
-
 async fn two_instances_share_revocation_limits_and_one_time_codes(backend: Backend) {
     let fake = FakeProviders::start().await;
     let mut vars: Vec<(String, String)> = fake.vars();
@@ -30,10 +25,14 @@ async fn two_instances_share_revocation_limits_and_one_time_codes(backend: Backe
         "com.example.app:/cb".into(),
     ));
     vars.push(("AUTHVAULT_SIGNIN_MAX_FAILURES".into(), "4".into()));
-    vars.push(("AUTHVAULT_IP_RATE_LIMIT_PER_MIN".into(), "0".into()));
+    vars.push(("AUTHVAULT_CORS_ORIGINS".into(), "http://app.test".into()));
     let vars: Vec<(&str, &str)> = vars.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
-    let a = spawn_app_with(backend, &vars).await;
-    let b = twin(&a, &vars).await;
+    // Two authvault processes on one database: nothing they share can live in process memory.
+    let db = Database::fresh(backend);
+    let process_a = ChildApp::start(&db, &vars).await;
+    let process_b = ChildApp::start(&db, &vars).await;
+    let a = attach(&process_a.address, db.clone()).await;
+    let b = attach(&process_b.address, db.clone()).await;
 
     // Sign-out on one instance revokes the token on the other at once.
     let user = a.signed_up_user().await;

@@ -98,7 +98,8 @@ pub struct TestApp {
     pub client: reqwest::Client,
     pub db: Database,
     pub store: Arc<dyn Store>,
-    handle: actix_web::dev::ServerHandle,
+    /// The in-process server; `None` when the app is a child process (see `process.rs`).
+    handle: Option<actix_web::dev::ServerHandle>,
 }
 
 /// A user signed up through the API, with their password and token.
@@ -165,7 +166,25 @@ pub async fn spawn_app_on(db: Database, overrides: &[(&str, &str)]) -> TestApp {
         client,
         db,
         store,
-        handle,
+        handle: Some(handle),
+    }
+}
+
+/// A client for an authvault process started elsewhere (`process::ChildApp`) on `db`.
+pub async fn attach(address: &str, db: Database) -> TestApp {
+    let vars = base_vars(&db);
+    let settings = Settings::from_lookup(|name| vars.get(name).cloned()).expect("settings");
+    let store = open_store(&settings).await.expect("store opens");
+    TestApp {
+        address: address.to_owned(),
+        client: reqwest::Client::builder()
+            .redirect(reqwest::redirect::Policy::none())
+            .timeout(Duration::from_secs(30))
+            .build()
+            .expect("client"),
+        db,
+        store,
+        handle: None,
     }
 }
 
@@ -372,6 +391,8 @@ impl TestApp {
 
     /// Stops this server (gracefully), leaving the database in place.
     pub async fn stop(&self) {
-        self.handle.stop(true).await;
+        if let Some(handle) = &self.handle {
+            handle.stop(true).await;
+        }
     }
 }
