@@ -377,7 +377,17 @@ async fn record_metrics(
     next: Next<impl MessageBody + 'static>,
 ) -> Result<ServiceResponse<BoxBody>, actix_web::Error> {
     let started = std::time::Instant::now();
-    let method = req.method().clone();
+    // Label values stay a fixed set: any other method (they are free-form) counts as `OTHER`.
+    let method = match *req.method() {
+        Method::GET => "GET",
+        Method::POST => "POST",
+        Method::PUT => "PUT",
+        Method::PATCH => "PATCH",
+        Method::DELETE => "DELETE",
+        Method::OPTIONS => "OPTIONS",
+        Method::HEAD => "HEAD",
+        _ => "OTHER",
+    };
     let res = next.call(req).await?.map_into_boxed_body();
     let route = res
         .request()
@@ -385,10 +395,10 @@ async fn record_metrics(
         .unwrap_or_else(|| "unmatched".to_owned());
     let m = crate::metrics::metrics();
     m.requests
-        .with_label_values(&[route.as_str(), method.as_str(), res.status().as_str()])
+        .with_label_values(&[route.as_str(), method, res.status().as_str()])
         .inc();
     m.latency
-        .with_label_values(&[route.as_str(), method.as_str()])
+        .with_label_values(&[route.as_str(), method])
         .observe(started.elapsed().as_secs_f64());
     Ok(res)
 }

@@ -342,6 +342,16 @@ async fn metrics_count_requests_outcomes_and_limits(backend: Backend) {
     assert_eq!(gen(&app).await.status(), 200);
     assert_eq!(gen(&app).await.status(), 429);
 
+    // Methods are free-form tokens: an attacker's inventions must not grow the label set.
+    let invented = Method::from_bytes(b"INVENTED").unwrap();
+    let res = app
+        .client
+        .request(invented, app.url("/healthz"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 405);
+
     let res = app.get("/metrics").await;
     assert_eq!(res.status(), 200);
     assert!(res.headers()["content-type"]
@@ -385,6 +395,13 @@ async fn metrics_count_requests_outcomes_and_limits(backend: Backend) {
     );
     assert!(after.contains("authvault_store_errors_total") || after.contains("# TYPE"));
     assert!(!after.contains(&user.email), "no personal data in metrics");
+    assert!(!after.contains("INVENTED"));
+    assert!(
+        grew(
+            "authvault_http_requests_total",
+            &["method=\"OTHER\"", "status=\"405\""]
+        ) >= 1.0
+    );
 }
 
 mod outage {
