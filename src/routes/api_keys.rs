@@ -38,6 +38,7 @@ pub struct MaskedKey {
 
 /// Every supported provider; `null` where no key is stored.
 #[derive(Serialize, ToSchema, Default)]
+#[schema(example = json!({"togetherAI": {"masked": "sk-abc12...wxyz", "updatedAt": "2026-11-25T15:16:03.123Z"}, "codeRabbit": null, "oumi": null, "kestra": null}))]
 pub struct ApiKeysMap {
     #[serde(rename = "togetherAI")]
     #[schema(required = true)]

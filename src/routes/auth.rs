@@ -76,6 +76,7 @@ pub enum ClientKind {
 
 #[derive(Deserialize, Default, ToSchema)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
+#[schema(example = json!({"everywhere": true}))]
 pub struct SignoutRequest {
     /// Also revoke every other token of the user.
     #[serde(default)]
@@ -111,6 +112,7 @@ pub struct SessionBody {
 
 /// A signed-in user and their new session.
 #[derive(Serialize, ToSchema)]
+#[schema(example = json!({"user": {"id": "2f0c6f5e-8d1c-4b9a-9c57-1b1f0f6a3e21", "name": "Ada Lovelace", "email": "ada@example.com", "image": null, "providers": ["credentials"], "emailVerified": null, "createdAt": "2026-11-25T15:16:03.123Z", "updatedAt": "2026-11-25T15:16:03.123Z"}, "session": {"accessToken": "eyJhbGciOiJIUzI1NiIsInR5cCI6IkpXVCJ9...", "tokenType": "Bearer", "expiresAt": "2026-11-25T16:16:03Z", "expiresIn": 3600}}))]
 pub struct AuthResponse {
     pub user: UserBody,
     pub session: SessionBody,
@@ -118,6 +120,7 @@ pub struct AuthResponse {
 
 /// The current session.
 #[derive(Serialize, ToSchema)]
+#[schema(example = json!({"user": {"id": "2f0c6f5e-8d1c-4b9a-9c57-1b1f0f6a3e21", "name": "Ada Lovelace", "email": "ada@example.com", "image": null, "providers": ["credentials"], "emailVerified": null, "createdAt": "2026-11-25T15:16:03.123Z", "updatedAt": "2026-11-25T15:16:03.123Z"}, "expires": "2026-11-25T16:16:03Z"}))]
 pub struct SessionInfo {
     pub user: UserBody,
     /// When the access token expires.
@@ -128,6 +131,7 @@ pub struct SessionInfo {
 /// A CSRF token to send back in `X-CSRF-Token`.
 #[derive(Serialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
+#[schema(example = json!({"csrfToken": "q3mYfZl0m2Qxh7cN4s1k8V0b2zW5e9Rt.1Jc0kq3Ff8x2bA7d9Lw4sYhT6pVn0GmE5uRz3XoIiKk"}))]
 pub struct CsrfBody {
     pub csrf_token: String,
 }

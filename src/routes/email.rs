@@ -35,6 +35,7 @@ const RESET_KIND: &str = "password_reset";
 
 #[derive(Deserialize, Default, ToSchema)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
+#[schema(example = json!({"redirectUrl": "https://app.example.com/verify"}))]
 pub struct VerificationRequest {
     /// Where the link points (`?token=` is appended); must pass the callback allow-list.
     /// Default: the public URL.
@@ -45,6 +46,7 @@ pub struct VerificationRequest {
 
 #[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
+#[schema(example = json!({"token": "Zt3kq8v0Xw2mN5pR7sB1cD4fG6hJ9kL0oQ2uY5eA8iU"}))]
 pub struct TokenBody {
     /// The token from the link.
     #[schema(min_length = 1, max_length = 256)]
@@ -65,6 +67,7 @@ pub struct ForgotRequest {
 
 #[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
+#[schema(example = json!({"token": "Zt3kq8v0Xw2mN5pR7sB1cD4fG6hJ9kL0oQ2uY5eA8iU", "newPassword": "a brand new passphrase"}))]
 pub struct ResetRequest {
     #[schema(min_length = 1, max_length = 256)]
     pub token: String,

@@ -54,6 +54,7 @@ pub struct GenerateRequest {
 
 #[derive(Serialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
+#[schema(example = json!({"promptTokens": 31, "completionTokens": 18}))]
 pub struct UsageBody {
     pub prompt_tokens: u64,
     pub completion_tokens: u64,

@@ -35,6 +35,7 @@ const SPENT_KIND: &str = "refresh_spent";
 
 #[derive(Deserialize, Default, ToSchema)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
+#[schema(example = json!({"refreshToken": "mX0c5y3l8N2qQ7vB1rT4kD9fH6jS0aW2eU8gZ5pL1oC", "client": "app"}))]
 pub struct RefreshRequest {
     /// The refresh token, for app clients; browsers send the refresh cookie instead (with
     /// `X-CSRF-Token`).
@@ -49,6 +50,7 @@ pub struct RefreshRequest {
 /// One signed-in device.
 #[derive(Serialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
+#[schema(example = json!({"id": "6b1f7c2e-3a4d-4e5f-8a9b-0c1d2e3f4a5b", "createdAt": "2026-11-25T15:16:03.123Z", "lastUsedAt": "2026-11-25T15:46:03.123Z", "expiresAt": "2026-12-25T15:16:03.123Z", "userAgent": "Mozilla/5.0", "ip": "203.0.113.7", "current": true}))]
 pub struct SessionItem {
     #[schema(format = Uuid)]
     pub id: String,
@@ -68,6 +70,7 @@ pub struct SessionItem {
 }
 
 #[derive(Serialize, ToSchema)]
+#[schema(example = json!({"sessions": [{"id": "6b1f7c2e-3a4d-4e5f-8a9b-0c1d2e3f4a5b", "createdAt": "2026-11-25T15:16:03.123Z", "lastUsedAt": "2026-11-25T15:46:03.123Z", "expiresAt": "2026-12-25T15:16:03.123Z", "userAgent": "Mozilla/5.0", "ip": "203.0.113.7", "current": true}]}))]
 pub struct SessionList {
     pub sessions: Vec<SessionItem>,
 }

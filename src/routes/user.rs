@@ -56,6 +56,7 @@ pub struct ChangePasswordRequest {
 
 #[derive(Deserialize, Default, ToSchema)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
+#[schema(example = json!({"password": "correct horse battery"}))]
 pub struct DeleteUserRequest {
     /// Required when the user has a password.
     #[serde(default)]
