@@ -10,7 +10,7 @@ use actix_web::{
         header::{self, HeaderValue},
         Method, StatusCode,
     },
-    middleware::{from_fn, Logger, Next},
+    middleware::{from_fn, Condition, Logger, Next},
     web, App, HttpServer, ResponseError,
 };
 use anyhow::Context;
@@ -230,13 +230,15 @@ impl Application {
                 .wrap(from_fn(move |req, next| {
                     origin_guard(allowed.clone(), req, next)
                 }))
-                .wrap(from_fn(response_headers))
-                .wrap(from_fn(record_metrics))
-                .wrap(
+                .wrap(from_fn(finish_response))
+                .wrap(Condition::new(
+                    // The access log formats every request before it knows whether the line is
+                    // wanted: it only runs when its level is on.
+                    log::log_enabled!(target: "actix_web::middleware::logger", log::Level::Info),
                     // The path only (%U): query strings will carry OAuth codes.
                     Logger::new(r#"%a "%{method}xi %U" %s %b %Dms"#)
                         .custom_request_replace("method", |req| req.method().to_string()),
-                )
+                ))
         })
         .shutdown_timeout(10);
         if let Some(n) = workers {
@@ -321,14 +323,23 @@ async fn origin_guard(
         .map(ServiceResponse::map_into_boxed_body)
 }
 
-/// Adds the contract's security headers, and turns any error answer that is not yet
-/// problem+json (from a framework layer) into one.
-async fn response_headers(
+/// The last layer of every answer: turns an error that is not yet problem+json (from a framework
+/// layer) into one, adds the contract's security headers, and records the metrics.
+async fn finish_response(
     req: ServiceRequest,
     next: Next<impl MessageBody + 'static>,
 ) -> Result<ServiceResponse<BoxBody>, actix_web::Error> {
+    let started = std::time::Instant::now();
+    let method = metric_method(req.method());
     let is_api = req.path().starts_with("/api/");
-    let res = next.call(req).await?.map_into_boxed_body();
+    let res = with_headers(next.call(req).await?.map_into_boxed_body(), is_api);
+    record_metrics(&res, method, started);
+    Ok(res)
+}
+
+/// Adds the contract's security headers, and turns any error answer that is not yet
+/// problem+json into one.
+fn with_headers(res: ServiceResponse<BoxBody>, is_api: bool) -> ServiceResponse<BoxBody> {
     let status = res.status();
     let is_problem = res
         .headers()
@@ -367,18 +378,13 @@ async fn response_headers(
     if is_api && !headers.contains_key(header::CACHE_CONTROL) {
         headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
     }
-    Ok(res)
+    res
 }
 
-/// Counts every answer by route pattern (never the raw path: ids and codes stay out), method and
-/// status, and times it.
-async fn record_metrics(
-    req: ServiceRequest,
-    next: Next<impl MessageBody + 'static>,
-) -> Result<ServiceResponse<BoxBody>, actix_web::Error> {
-    let started = std::time::Instant::now();
-    // Label values stay a fixed set: any other method (they are free-form) counts as `OTHER`.
-    let method = match *req.method() {
+/// The method as a metric label: a fixed set, so any other method (they are free-form) counts as
+/// `OTHER`.
+fn metric_method(method: &Method) -> &'static str {
+    match *method {
         Method::GET => "GET",
         Method::POST => "POST",
         Method::PUT => "PUT",
@@ -387,18 +393,28 @@ async fn record_metrics(
         Method::OPTIONS => "OPTIONS",
         Method::HEAD => "HEAD",
         _ => "OTHER",
+    }
+}
+
+/// Counts an answer by route pattern (never the raw path: ids and codes stay out), method and
+/// status, and times it.
+fn record_metrics(res: &ServiceResponse<BoxBody>, method: &str, started: std::time::Instant) {
+    // Our resources carry their pattern; anything else (the docs assets, unmatched paths) is
+    // matched again here.
+    let label = res.request().app_data::<routes::RouteLabel>();
+    let found;
+    let route = match label {
+        Some(label) => label.0.as_ref(),
+        None => {
+            found = res.request().match_pattern();
+            found.as_deref().unwrap_or("unmatched")
+        }
     };
-    let res = next.call(req).await?.map_into_boxed_body();
-    let route = res
-        .request()
-        .match_pattern()
-        .unwrap_or_else(|| "unmatched".to_owned());
     let m = crate::metrics::metrics();
     m.requests
-        .with_label_values(&[route.as_str(), method, res.status().as_str()])
+        .with_label_values(&[route, method, res.status().as_str()])
         .inc();
     m.latency
-        .with_label_values(&[route.as_str(), method])
+        .with_label_values(&[route, method])
         .observe(started.elapsed().as_secs_f64());
-    Ok(res)
 }

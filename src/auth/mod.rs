@@ -9,4 +9,4 @@ pub mod rate_limit;
 pub mod session;
 
 pub use client_ip::ClientIp;
-pub use session::{CurrentUser, Via};
+pub use session::{CurrentUser, SignedIn, Via};

@@ -14,7 +14,7 @@ use super::{
 use time::OffsetDateTime;
 
 use crate::{
-    auth::{jwt::IssuedToken, ClientIp, CurrentUser},
+    auth::{jwt::IssuedToken, ClientIp, CurrentUser, SignedIn},
     clock::{self, rfc3339},
     domain::{Email, FieldErrors, Password, User, UserId, UserName},
     error::ApiError,
@@ -439,18 +439,10 @@ pub async fn signin(
         (status = 500, description = "`internal`", body = crate::error::Problem, content_type = "application/problem+json"),
         (status = 503, description = "`store_unavailable`", body = crate::error::Problem, content_type = "application/problem+json"),
     ))]
-pub async fn session(
-    state: web::Data<AppState>,
-    current: CurrentUser,
-) -> Result<HttpResponse, ApiError> {
-    let user = state
-        .store
-        .user_by_id(current.id)
-        .await?
-        .ok_or(ApiError::Unauthenticated)?;
+pub async fn session(signed_in: SignedIn) -> Result<HttpResponse, ApiError> {
     Ok(HttpResponse::Ok().json(SessionInfo {
-        user: UserBody::from(&user),
-        expires: rfc3339(current.expires_at),
+        user: UserBody::from(&signed_in.user),
+        expires: rfc3339(signed_in.current.expires_at),
     }))
 }
 

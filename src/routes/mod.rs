@@ -59,12 +59,18 @@ pub async fn not_found() -> Result<HttpResponse, ApiError> {
 static REGISTERED: std::sync::Mutex<std::collections::BTreeSet<String>> =
     std::sync::Mutex::new(std::collections::BTreeSet::new());
 
+/// The path pattern of the resource that answered, for metrics (reading it back from the router
+/// would match the path again).
+pub struct RouteLabel(pub std::sync::Arc<str>);
+
 /// A resource at `path` whose unsupported methods answer 405 problem+json.
 pub fn resource(path: &str) -> actix_web::Resource {
     if let Ok(mut registered) = REGISTERED.lock() {
         registered.insert(path.to_owned());
     }
-    web::resource(path).default_service(web::to(method_not_allowed))
+    web::resource(path)
+        .app_data(RouteLabel(path.into()))
+        .default_service(web::to(method_not_allowed))
 }
 
 /// The path patterns registered so far (complete once an app has been built).

@@ -150,7 +150,7 @@ pub async fn refresh(
             .map_err(ApiError::internal)?;
         if state
             .store
-            .rotate_refresh(session.id, &hash, &next_hash, &sealed, now)
+            .rotate_refresh(session.user_id, session.id, &hash, &next_hash, &sealed, now)
             .await?
         {
             state

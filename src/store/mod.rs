@@ -111,12 +111,22 @@ pub trait UserStore: Send + Sync {
 #[async_trait]
 pub trait SessionStore: Send + Sync {
     async fn create_session(&self, session: &SessionRecord) -> Result<(), StoreError>;
-    /// The live session with this id; an expired one is reported as absent.
+    /// The live session `id` of `user`; an expired one, or one of another user, is reported as
+    /// absent. This is the check of every signed-in request: one read, by key.
     async fn session(
         &self,
+        user: UserId,
         id: Uuid,
         now: OffsetDateTime,
     ) -> Result<Option<SessionRecord>, StoreError>;
+    /// The same check together with the user it belongs to, still in one read (the answer of
+    /// `GET /api/auth/session`).
+    async fn session_with_user(
+        &self,
+        user: UserId,
+        id: Uuid,
+        now: OffsetDateTime,
+    ) -> Result<Option<(SessionRecord, User)>, StoreError>;
     /// Ends one session; false when there was none.
     async fn end_session(&self, id: Uuid) -> Result<bool, StoreError>;
     /// Ends every session of the user but `except`; returns how many ended.
@@ -142,6 +152,7 @@ pub trait SessionStore: Send + Sync {
     /// successor for the grace period, and marks the session used. True when rotated.
     async fn rotate_refresh(
         &self,
+        user: UserId,
         session: Uuid,
         old_hash: &str,
         new_hash: &str,

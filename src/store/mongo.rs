@@ -232,24 +232,93 @@ fn user_from_doc(d: &Document) -> Result<User, StoreError> {
     inner().map_err(|e| StoreError::Other(e.context("reading a user document")))
 }
 
-fn session_from_doc(d: &Document) -> Result<SessionRecord, StoreError> {
+// A session lives in two places. Its entry `sessions.<id>` in the user's document is the truth:
+// the access-token check of every request reads the user by `_id` once and finds it there, and
+// ending a session removes the entry first. The `sessions` collection keeps each session's
+// refresh-token state, found by hash; a record without an entry belongs to an ended session.
+
+/// The `sessions.<id>` path of a session's entry in its user's document.
+fn entry_path(id: Uuid) -> String {
+    format!("sessions.{}", id.hyphenated())
+}
+
+/// A session's entry in its user's document.
+fn session_entry(s: &SessionRecord) -> Document {
+    doc! {
+        "createdAt": bdt(s.created_at),
+        "lastUsedAt": bdt(s.last_used_at),
+        "expiresAt": bdt(s.expires_at),
+        "authTime": bdt(s.auth_time),
+        "userAgent": optional(s.user_agent.as_deref()),
+        "ip": optional(s.ip.as_deref()),
+    }
+}
+
+fn session_from_entry(user: UserId, id: Uuid, e: &Document) -> Result<SessionRecord, StoreError> {
     let inner = || -> anyhow::Result<SessionRecord> {
-        let text = |key: &str| match d.get(key) {
+        let text = |key: &str| match e.get(key) {
             Some(Bson::String(s)) => Some(s.clone()),
             _ => None,
         };
         Ok(SessionRecord {
-            id: d.get_str("_id")?.parse()?,
-            user_id: d.get_str("userId")?.parse()?,
-            created_at: odt(*d.get_datetime("createdAt")?),
-            last_used_at: odt(*d.get_datetime("lastUsedAt")?),
-            expires_at: odt(*d.get_datetime("expiresAt")?),
-            auth_time: odt(*d.get_datetime("authTime")?),
+            id,
+            user_id: user,
+            created_at: odt(*e.get_datetime("createdAt")?),
+            last_used_at: odt(*e.get_datetime("lastUsedAt")?),
+            expires_at: odt(*e.get_datetime("expiresAt")?),
+            auth_time: odt(*e.get_datetime("authTime")?),
             user_agent: text("userAgent"),
             ip: text("ip"),
         })
     };
-    inner().map_err(|e| StoreError::Other(e.context("reading a session document")))
+    inner().map_err(|e| StoreError::Other(e.context("reading a session entry")))
+}
+
+/// The session entries of a user document, by id (entries whose key is no id are skipped).
+fn session_entries(user_doc: &Document) -> impl Iterator<Item = (Uuid, &Document)> {
+    user_doc
+        .get_document("sessions")
+        .into_iter()
+        .flat_map(|map| map.iter())
+        .filter_map(|(key, value)| Some((key.parse().ok()?, value.as_document()?)))
+}
+
+/// The live session `id` of a user document.
+fn live_session_in(
+    user_doc: &Document,
+    user: UserId,
+    id: Uuid,
+    now: OffsetDateTime,
+) -> Result<Option<SessionRecord>, StoreError> {
+    let mut key = [0u8; 36];
+    let key = id.hyphenated().encode_lower(&mut key);
+    let entry = match user_doc
+        .get_document("sessions")
+        .ok()
+        .and_then(|m| m.get(key))
+    {
+        Some(Bson::Document(entry)) => entry,
+        _ => return Ok(None),
+    };
+    let session = session_from_entry(user, id, entry)?;
+    Ok((session.expires_at > now).then_some(session))
+}
+
+/// The ids of the entries of a user document that expired before `now`.
+fn expired_entries(user_doc: &Document, now: OffsetDateTime) -> Vec<Uuid> {
+    session_entries(user_doc)
+        .filter(|(_, e)| e.get_datetime("expiresAt").map_or(true, |t| odt(*t) <= now))
+        .map(|(id, _)| id)
+        .collect()
+}
+
+/// An update that removes the entries of these sessions.
+fn unset_entries(ids: impl IntoIterator<Item = Uuid>) -> Document {
+    let paths: Document = ids
+        .into_iter()
+        .map(|id| (entry_path(id), Bson::String(String::new())))
+        .collect();
+    doc! {"$unset": paths}
 }
 
 fn new_user_doc(user: &NewUser, provider: Option<AuthProvider>) -> Document {
@@ -392,9 +461,11 @@ impl MongoStore {
         s: &SessionRecord,
         refresh_hash: Option<&str>,
     ) -> Result<(), StoreError> {
+        let id = s.id.to_string();
+        let user = s.user_id.to_string();
         let document = doc! {
-            "_id": s.id.to_string(),
-            "userId": s.user_id.to_string(),
+            "_id": &id,
+            "userId": &user,
             "createdAt": bdt(s.created_at),
             "lastUsedAt": bdt(s.last_used_at),
             "expiresAt": bdt(s.expires_at),
@@ -403,8 +474,52 @@ impl MongoStore {
             "ip": optional(s.ip.as_deref()),
             "refreshHash": optional(refresh_hash),
         };
+        // The record first (a duplicate id is refused here), the entry that makes it live last.
         self.bounded(self.sessions().insert_one(document)).await?;
+        let found = self
+            .bounded(
+                self.users()
+                    .find_one(doc! {"_id": &user})
+                    .projection(doc! {"sessions": 1}),
+            )
+            .await?;
+        let matched = match found {
+            Some(user_doc) => {
+                // Expired entries are dead weight: sweep them as new ones arrive.
+                let mut update = unset_entries(expired_entries(&user_doc, s.created_at));
+                if update.get_document("$unset").is_ok_and(|u| u.is_empty()) {
+                    update.clear();
+                }
+                update.insert("$set", doc! {entry_path(s.id): session_entry(s)});
+                let result = self
+                    .bounded(self.users().update_one(doc! {"_id": &user}, update))
+                    .await?;
+                result.matched_count == 1
+            }
+            None => false,
+        };
+        if !matched {
+            // The user is gone (deleted while signing in): like a foreign key, refuse.
+            self.bounded(self.sessions().delete_one(doc! {"_id": &id}))
+                .await?;
+            return Err(StoreError::Conflict);
+        }
         Ok(())
+    }
+
+    /// The user document, with only its session entries when `entries_only`.
+    async fn user_doc(
+        &self,
+        user: UserId,
+        entries_only: bool,
+    ) -> Result<Option<Document>, StoreError> {
+        let users = self.users();
+        let find = users.find_one(doc! {"_id": user.to_string()});
+        if entries_only {
+            self.bounded(find.projection(doc! {"sessions": 1})).await
+        } else {
+            self.bounded(find).await
+        }
     }
 }
 
@@ -448,11 +563,21 @@ impl SessionStore for MongoStore {
             rotated_at: d.get_datetime("rotatedAt").ok().map(|t| odt(*t)),
             successor,
         };
-        Ok(Some((session_from_doc(&d)?, state)))
+        // Only a session with a live entry is refreshed; the entry has its current details.
+        let (Some(user), Some(id)) = (
+            d.get_str("userId").ok().and_then(|u| u.parse().ok()),
+            d.get_str("_id").ok().and_then(|i| i.parse().ok()),
+        ) else {
+            return Err(StoreError::Other(anyhow!(
+                "a session document has a bad id"
+            )));
+        };
+        Ok(self.session(user, id, now).await?.map(|s| (s, state)))
     }
 
     async fn rotate_refresh(
         &self,
+        user: UserId,
         session: Uuid,
         old_hash: &str,
         new_hash: &str,
@@ -470,7 +595,16 @@ impl SessionStore for MongoStore {
         let result = self
             .bounded(self.sessions().update_one(filter, update))
             .await?;
-        Ok(result.modified_count == 1)
+        if result.modified_count != 1 {
+            return Ok(false);
+        }
+        let path = entry_path(session);
+        self.bounded(self.users().update_one(
+            doc! {"_id": user.to_string(), &path: {"$exists": true}},
+            doc! {"$set": {format!("{path}.lastUsedAt"): bdt(now)}},
+        ))
+        .await?;
+        Ok(true)
     }
 
     async fn user_sessions(
@@ -478,44 +612,81 @@ impl SessionStore for MongoStore {
         user: UserId,
         now: OffsetDateTime,
     ) -> Result<Vec<SessionRecord>, StoreError> {
-        let filter = doc! {"userId": user.to_string(), "expiresAt": {"$gt": bdt(now)}};
-        let cursor = self
-            .bounded(
-                self.sessions()
-                    .find(filter)
-                    .sort(doc! {"createdAt": -1, "_id": 1}),
-            )
-            .await?;
-        let docs: Vec<Document> = self.bounded(cursor.try_collect()).await?;
-        docs.iter().map(session_from_doc).collect()
+        let Some(user_doc) = self.user_doc(user, true).await? else {
+            return Ok(Vec::new());
+        };
+        let mut live = Vec::new();
+        for (id, entry) in session_entries(&user_doc) {
+            let session = session_from_entry(user, id, entry)?;
+            if session.expires_at > now {
+                live.push(session);
+            }
+        }
+        live.sort_by(|a, b| b.created_at.cmp(&a.created_at).then(a.id.cmp(&b.id)));
+        Ok(live)
     }
 
     async fn end_user_session(&self, user: UserId, session: Uuid) -> Result<bool, StoreError> {
+        let (user, path) = (user.to_string(), entry_path(session));
+        // The entry first: from then on the session's tokens are refused.
         let result = self
-            .bounded(
-                self.sessions()
-                    .delete_one(doc! {"_id": session.to_string(), "userId": user.to_string()}),
-            )
+            .bounded(self.users().update_one(
+                doc! {"_id": &user, &path: {"$exists": true}},
+                doc! {"$unset": {&path: ""}},
+            ))
             .await?;
-        Ok(result.deleted_count == 1)
+        self.bounded(
+            self.sessions()
+                .delete_one(doc! {"_id": session.to_string(), "userId": &user}),
+        )
+        .await?;
+        Ok(result.matched_count == 1)
     }
 
     async fn session(
         &self,
+        user: UserId,
         id: Uuid,
         now: OffsetDateTime,
     ) -> Result<Option<SessionRecord>, StoreError> {
-        // TTL deletion lags; the expiry check here is what counts.
-        let filter = doc! {"_id": id.to_string(), "expiresAt": {"$gt": bdt(now)}};
-        let found = self.bounded(self.sessions().find_one(filter)).await?;
-        found.as_ref().map(session_from_doc).transpose()
+        // One find by `_id`; the expiry is judged here (nothing sweeps entries on time).
+        match self.user_doc(user, false).await? {
+            Some(user_doc) => live_session_in(&user_doc, user, id, now),
+            None => Ok(None),
+        }
+    }
+
+    async fn session_with_user(
+        &self,
+        user: UserId,
+        id: Uuid,
+        now: OffsetDateTime,
+    ) -> Result<Option<(SessionRecord, User)>, StoreError> {
+        let Some(user_doc) = self.user_doc(user, false).await? else {
+            return Ok(None);
+        };
+        match live_session_in(&user_doc, user, id, now)? {
+            Some(session) => Ok(Some((session, user_from_doc(&user_doc)?))),
+            None => Ok(None),
+        }
     }
 
     async fn end_session(&self, id: Uuid) -> Result<bool, StoreError> {
-        let result = self
-            .bounded(self.sessions().delete_one(doc! {"_id": id.to_string()}))
+        let record = self
+            .bounded(
+                self.sessions()
+                    .find_one(doc! {"_id": id.to_string()})
+                    .projection(doc! {"userId": 1}),
+            )
             .await?;
-        Ok(result.deleted_count == 1)
+        let Some(user) = record
+            .as_ref()
+            .and_then(|d| d.get_str("userId").ok())
+            .and_then(|u| u.parse().ok())
+        else {
+            return Ok(false);
+        };
+        self.end_user_session(user, id).await
     }
 
     async fn end_user_sessions(
@@ -523,12 +694,27 @@ impl SessionStore for MongoStore {
         user: UserId,
         except: Option<Uuid>,
     ) -> Result<u64, StoreError> {
-        let mut filter = doc! {"userId": user.to_string()};
-        if let Some(keep) = except {
-            filter.insert("_id", doc! {"$ne": keep.to_string()});
+        let uid = user.to_string();
+        let ended: Vec<Uuid> = match self.user_doc(user, true).await? {
+            Some(user_doc) => session_entries(&user_doc)
+                .map(|(id, _)| id)
+                .filter(|id| Some(*id) != except)
+                .collect(),
+            None => Vec::new(),
+        };
+        if !ended.is_empty() {
+            self.bounded(
+                self.users()
+                    .update_one(doc! {"_id": &uid}, unset_entries(ended.iter().copied())),
+            )
+            .await?;
         }
-        let result = self.bounded(self.sessions().delete_many(filter)).await?;
-        Ok(result.deleted_count)
+        let mut records = doc! {"userId": &uid};
+        if let Some(keep) = except {
+            records.insert("_id", doc! {"$ne": keep.to_string()});
+        }
+        self.bounded(self.sessions().delete_many(records)).await?;
+        Ok(ended.len() as u64)
     }
 }
 

@@ -212,11 +212,61 @@ fn map_error(e: rusqlite::Error) -> StoreError {
     }
 }
 
-const USER_COLUMNS: &str = "id, email, name, image, password_hash, created_at, updated_at, \
-     (SELECT group_concat(provider) FROM identities WHERE identities.user_id = users.id), \
-     email_verified_at";
+/// The columns `user_from_row_at` reads, of the users table under the alias given.
+macro_rules! user_columns {
+    ($t:literal) => {
+        concat!(
+            $t,
+            ".id, ",
+            $t,
+            ".email, ",
+            $t,
+            ".name, ",
+            $t,
+            ".image, ",
+            $t,
+            ".password_hash, ",
+            $t,
+            ".created_at, ",
+            $t,
+            ".updated_at, ",
+            "(SELECT group_concat(provider) FROM identities WHERE identities.user_id = ",
+            $t,
+            ".id), ",
+            $t,
+            ".email_verified_at"
+        )
+    };
+}
+
+const USER_COLUMNS: &str = user_columns!("users");
+
+/// A UUID as the 36 characters the tables store, bound without a heap allocation.
+#[derive(Clone, Copy)]
+struct IdText([u8; 36]);
+
+impl IdText {
+    fn new(id: Uuid) -> Self {
+        let mut text = [0u8; 36];
+        id.hyphenated().encode_lower(&mut text);
+        Self(text)
+    }
+}
+
+impl rusqlite::ToSql for IdText {
+    fn to_sql(&self) -> rusqlite::Result<rusqlite::types::ToSqlOutput<'_>> {
+        Ok(rusqlite::types::ToSqlOutput::Borrowed(
+            rusqlite::types::ValueRef::Text(&self.0),
+        ))
+    }
+}
 
 fn user_from_row(row: &Row<'_>) -> rusqlite::Result<User> {
+    user_from_row_at(row, 0)
+}
+
+/// A user from the columns of `user_columns!`, starting at column `at`.
+fn user_from_row_at(row: &Row<'_>, at: usize) -> rusqlite::Result<User> {
     let bad = |i: usize, what: &str| {
         rusqlite::Error::FromSqlConversionFailure(
             i,
@@ -224,10 +274,10 @@ fn user_from_row(row: &Row<'_>) -> rusqlite::Result<User> {
             format!("stored {what} is invalid").into(),
         )
     };
-    let id: String = row.get(0)?;
-    let email: String = row.get(1)?;
-    let name: String = row.get(2)?;
-    let linked: Option<String> = row.get(7)?;
+    let id: String = row.get(at)?;
+    let email: String = row.get(at + 1)?;
+    let name: String = row.get(at + 2)?;
+    let linked: Option<String> = row.get(at + 7)?;
     let mut linked: Vec<AuthProvider> = linked
         .as_deref()
         .unwrap_or("")
@@ -237,15 +287,15 @@ fn user_from_row(row: &Row<'_>) -> rusqlite::Result<User> {
     linked.sort();
     linked.dedup();
     Ok(User {
-        id: id.parse().map_err(|_| bad(0, "user id"))?,
-        email: Email::parse(&email).map_err(|_| bad(1, "email"))?,
-        name: UserName::parse(&name).map_err(|_| bad(2, "name"))?,
-        image: row.get(3)?,
-        password_hash: row.get(4)?,
-        created_at: from_millis(row.get(5)?),
-        updated_at: from_millis(row.get(6)?),
+        id: id.parse().map_err(|_| bad(at, "user id"))?,
+        email: Email::from_stored(email).map_err(|_| bad(at + 1, "email"))?,
+        name: UserName::parse(&name).map_err(|_| bad(at + 2, "name"))?,
+        image: row.get(at + 3)?,
+        password_hash: row.get(at + 4)?,
+        created_at: from_millis(row.get(at + 5)?),
+        updated_at: from_millis(row.get(at + 6)?),
         linked,
-        email_verified: row.get::<_, Option<i64>>(8)?.map(from_millis),
+        email_verified: row.get::<_, Option<i64>>(at + 8)?.map(from_millis),
     })
 }
 
@@ -290,9 +340,13 @@ fn insert_identity(
 }
 
 fn user_by_id(conn: &Connection, id: &str) -> rusqlite::Result<Option<User>> {
-    conn.prepare_cached(&format!("SELECT {USER_COLUMNS} FROM users WHERE id = ?1"))?
-        .query_row([id], user_from_row)
-        .optional()
+    conn.prepare_cached(concat!(
+        "SELECT ",
+        user_columns!("users"),
+        " FROM users WHERE id = ?1"
+    ))?
+    .query_row([id], user_from_row)
+    .optional()
 }
 
 fn session_from_row(row: &Row<'_>) -> rusqlite::Result<SessionRecord> {
@@ -508,6 +562,7 @@ impl SessionStore for SqliteStore {
 
     async fn rotate_refresh(
         &self,
+        _user: UserId,
         session: Uuid,
         old_hash: &str,
         new_hash: &str,
@@ -565,16 +620,41 @@ impl SessionStore for SqliteStore {
 
     async fn session(
         &self,
+        user: UserId,
         id: Uuid,
         now: OffsetDateTime,
     ) -> Result<Option<SessionRecord>, StoreError> {
-        let (id, now) = (id.to_string(), to_millis(now));
+        let (id, user, now) = (IdText::new(id), IdText::new(user.as_uuid()), to_millis(now));
         self.read(move |conn| {
             conn.prepare_cached(
                 "SELECT id, user_id, created_at, last_used_at, expires_at, auth_time, user_agent, ip \
-                 FROM sessions WHERE id = ?1 AND expires_at > ?2",
+                 FROM sessions WHERE id = ?1 AND user_id = ?2 AND expires_at > ?3",
             )?
-            .query_row(params![id, now], session_from_row)
+            .query_row(params![id, user, now], session_from_row)
+            .optional()
+        })
+        .await
+    }
+
+    async fn session_with_user(
+        &self,
+        user: UserId,
+        id: Uuid,
+        now: OffsetDateTime,
+    ) -> Result<Option<(SessionRecord, User)>, StoreError> {
+        let (id, user, now) = (IdText::new(id), IdText::new(user.as_uuid()), to_millis(now));
+        self.read(move |conn| {
+            // One statement, so one read transaction (and one round of file locks) for both.
+            conn.prepare_cached(concat!(
+                "SELECT s.id, s.user_id, s.created_at, s.last_used_at, s.expires_at, s.auth_time, \
+                   s.user_agent, s.ip, ",
+                user_columns!("u"),
+                " FROM sessions s JOIN users u ON u.id = s.user_id \
+                 WHERE s.id = ?1 AND s.user_id = ?2 AND s.expires_at > ?3"
+            ))?
+            .query_row(params![id, user, now], |row| {
+                Ok((session_from_row(row)?, user_from_row_at(row, 8)?))
+            })
             .optional()
         })
         .await
