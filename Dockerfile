@@ -21,6 +21,8 @@ WORKDIR /build
 #    layer is rebuilt only when Cargo.toml or Cargo.lock change. (rusqlite's bundled SQLite
 #    needs a C compiler: gcc and libc6-dev ship with the rust slim image.)
 COPY Cargo.toml Cargo.lock ./
+# Build flags (the portable Poly1305 backend, see the file).
+COPY .cargo ./.cargo
 # The manifest names the benchmark programs as examples; cargo wants their files present.
 COPY bench/*.rs ./bench/
 RUN mkdir src \

@@ -74,8 +74,12 @@ pub fn app_state(req: &HttpRequest) -> Result<web::Data<AppState>, ApiError> {
 }
 
 /// Everything about the caller's token that needs no store: it is found, its signature and
-/// claims verify, and a cookie write carries the CSRF token.
-fn verified_claims(req: &HttpRequest, state: &AppState) -> Result<(AccessClaims, Via), ApiError> {
+/// claims verify, and a cookie write carries the CSRF token. Runs before the extractor's future,
+/// so the token is never copied.
+fn verified_claims(
+    req: &HttpRequest,
+) -> Result<(web::Data<AppState>, AccessClaims, Via), ApiError> {
+    let state = app_state(req)?;
     let (token, via) =
         find_token(req, state.cookies.session_name).ok_or(ApiError::Unauthenticated)?;
     let claims = state.jwt.verify_access(&token)?;
@@ -89,7 +93,7 @@ fn verified_claims(req: &HttpRequest, state: &AppState) -> Result<(AccessClaims,
             .csrf
             .check(header, cookie.as_ref().map(|c| c.value()))?;
     }
-    Ok((claims, via))
+    Ok((state, claims, via))
 }
 
 impl CurrentUser {
@@ -110,10 +114,9 @@ impl FromRequest for CurrentUser {
     type Future = LocalBoxFuture<'static, Result<Self, ApiError>>;
 
     fn from_request(req: &HttpRequest, _: &mut Payload) -> Self::Future {
-        let checked = app_state(req)
-            .and_then(|state| verified_claims(req, &state).map(|found| (state, found)));
+        let checked = verified_claims(req);
         Box::pin(async move {
-            let (state, (claims, via)) = checked?;
+            let (state, claims, via) = checked?;
             // The store is the truth: a token whose session was ended is refused at once.
             let session = state
                 .store
@@ -137,10 +140,9 @@ impl FromRequest for SignedIn {
     type Future = LocalBoxFuture<'static, Result<Self, ApiError>>;
 
     fn from_request(req: &HttpRequest, _: &mut Payload) -> Self::Future {
-        let checked = app_state(req)
-            .and_then(|state| verified_claims(req, &state).map(|found| (state, found)));
+        let checked = verified_claims(req);
         Box::pin(async move {
-            let (state, (claims, via)) = checked?;
+            let (state, claims, via) = checked?;
             let (session, user) = state
                 .store
                 .session_with_user(claims.sub, claims.sid, clock::now())

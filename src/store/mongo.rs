@@ -463,17 +463,10 @@ impl MongoStore {
     ) -> Result<(), StoreError> {
         let id = s.id.to_string();
         let user = s.user_id.to_string();
-        let document = doc! {
-            "_id": &id,
-            "userId": &user,
-            "createdAt": bdt(s.created_at),
-            "lastUsedAt": bdt(s.last_used_at),
-            "expiresAt": bdt(s.expires_at),
-            "authTime": bdt(s.auth_time),
-            "userAgent": optional(s.user_agent.as_deref()),
-            "ip": optional(s.ip.as_deref()),
-            "refreshHash": optional(refresh_hash),
-        };
+        let mut document = session_entry(s);
+        document.insert("_id", &id);
+        document.insert("userId", &user);
+        document.insert("refreshHash", optional(refresh_hash));
         // The record first (a duplicate id is refused here), the entry that makes it live last.
         self.bounded(self.sessions().insert_one(document)).await?;
         let found = self
@@ -702,12 +695,15 @@ impl SessionStore for MongoStore {
                 .collect(),
             None => Vec::new(),
         };
-        if !ended.is_empty() {
-            self.bounded(
-                self.users()
-                    .update_one(doc! {"_id": &uid}, unset_entries(ended.iter().copied())),
-            )
-            .await?;
+        // Without an exception the whole map goes, so that a session started meanwhile (after
+        // the read above) is ended too, as one DELETE ends it on SQLite.
+        let update = match except {
+            None => doc! {"$unset": {"sessions": ""}},
+            Some(_) => unset_entries(ended.iter().copied()),
+        };
+        if !ended.is_empty() || except.is_none() {
+            self.bounded(self.users().update_one(doc! {"_id": &uid}, update))
+                .await?;
         }
         let mut records = doc! {"userId": &uid};
         if let Some(keep) = except {

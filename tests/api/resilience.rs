@@ -351,6 +351,16 @@ async fn metrics_count_requests_outcomes_and_limits(backend: Backend) {
         .await
         .unwrap();
     assert_eq!(res.status(), 405);
+    // A path with an id counts under its pattern; a path no resource serves, as `unmatched`.
+    let res = app
+        .client
+        .delete(app.url("/api/user/api-keys/oumi"))
+        .bearer_auth(&user.token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 204);
+    assert_eq!(app.get("/no/such/path-123").await.status(), 404);
 
     let res = app.get("/metrics").await;
     assert_eq!(res.status(), 200);
@@ -396,6 +406,23 @@ async fn metrics_count_requests_outcomes_and_limits(backend: Backend) {
     assert!(after.contains("authvault_store_errors_total") || after.contains("# TYPE"));
     assert!(!after.contains(&user.email), "no personal data in metrics");
     assert!(!after.contains("INVENTED"));
+    assert!(
+        grew(
+            "authvault_http_requests_total",
+            &[
+                "route=\"/api/user/api-keys/{provider}\"",
+                "method=\"DELETE\"",
+                "status=\"204\""
+            ]
+        ) >= 1.0
+    );
+    assert!(
+        grew(
+            "authvault_http_requests_total",
+            &["route=\"unmatched\"", "status=\"404\""]
+        ) >= 1.0
+    );
+    assert!(!after.contains("path-123") && !after.contains("/oumi"));
     assert!(
         grew(
             "authvault_http_requests_total",
