@@ -1,10 +1,14 @@
-//! bcrypt hashing, always on the blocking pool and bounded, so that a flood of sign-ins queues
-//! instead of starving every other request.
+//! bcrypt hashing, always off the async workers and bounded, so that a flood of sign-ins queues
+//! instead of starving every other request: it runs on threads of its own (one per core) at a
+//! lower CPU priority than the workers, behind a semaphore with a queue timeout.
 
-use std::{sync::Arc, time::Duration};
+use std::{
+    sync::{mpsc, Arc, Mutex},
+    time::Duration,
+};
 
 use anyhow::anyhow;
-use tokio::sync::Semaphore;
+use tokio::sync::{oneshot, Semaphore};
 
 use crate::{domain::Password, error::ApiError};
 
@@ -13,6 +17,9 @@ use crate::{domain::Password, error::ApiError};
 pub struct Hasher {
     cost: u32,
     permits: Arc<Semaphore>,
+    /// The hashing threads' queue; the permits keep it from ever holding more than one job per
+    /// thread.
+    jobs: mpsc::SyncSender<Job>,
     queue_timeout: Duration,
     /// A hash of a random password at `cost`: unknown emails are checked against it, so that
     /// they cost the same time as known ones.
@@ -24,9 +31,11 @@ impl Hasher {
     pub fn new(cost: u32, parallelism: usize, queue_timeout: Duration) -> anyhow::Result<Self> {
         let random: [u8; 18] = crate::random::bytes();
         let dummy = bcrypt::hash(random, cost)?;
+        let threads = parallelism.max(1);
         Ok(Self {
             cost,
-            permits: Arc::new(Semaphore::new(parallelism.max(1))),
+            permits: Arc::new(Semaphore::new(threads)),
+            jobs: spawn_hashing_threads(threads)?,
             queue_timeout,
             dummy_hash: Arc::new(dummy),
         })
@@ -36,7 +45,7 @@ impl Hasher {
         self.cost
     }
 
-    /// Runs one bcrypt job on the blocking pool once a permit is free; a job that waited longer
+    /// Runs one bcrypt job on a hashing thread once a permit is free; a job that waited longer
     /// than the queue timeout is answered 503 instead.
     async fn run<T: Send + 'static>(
         &self,
@@ -46,13 +55,18 @@ impl Hasher {
             .await
             .map_err(|_| ApiError::StoreUnavailable)?
             .map_err(ApiError::internal)?;
-        let result = tokio::task::spawn_blocking(move || {
-            let _permit = permit;
-            job()
-        })
-        .await
-        .map_err(|e| ApiError::internal(anyhow!("bcrypt task failed: {e}")))?;
-        result.map_err(ApiError::internal)
+        let (done, result) = oneshot::channel();
+        self.jobs
+            .try_send(Box::new(move || {
+                let _permit = permit;
+                // The caller may be gone (its request was cancelled): nobody to tell.
+                let _ = done.send(job());
+            }))
+            .map_err(|e| ApiError::internal(anyhow!("bcrypt queue refused a job: {e}")))?;
+        result
+            .await
+            .map_err(|_| ApiError::internal(anyhow!("a bcrypt thread dropped its job")))?
+            .map_err(ApiError::internal)
     }
 
     /// Hashes a validated password.
@@ -95,6 +109,64 @@ impl Hasher {
 }
 
 /// The cost field of a `$2b$12$...` hash.
+type Job = Box<dyn FnOnce() + Send>;
+
+/// Starts `threads` hashing threads, each at a lower priority than the async workers, fed by one
+/// queue. They end when every `Hasher` holding the queue is dropped.
+fn spawn_hashing_threads(threads: usize) -> std::io::Result<mpsc::SyncSender<Job>> {
+    let (jobs, queue) = mpsc::sync_channel::<Job>(threads);
+    let queue = Arc::new(Mutex::new(queue));
+    for i in 0..threads {
+        let queue = queue.clone();
+        std::thread::Builder::new()
+            .name(format!("bcrypt-{i}"))
+            .spawn(move || {
+                lower_priority();
+                loop {
+                    // The lock is held only while waiting for the next job, never while hashing.
+                    let next = match queue.lock() {
+                        Ok(queue) => queue.recv(),
+                        Err(_) => return,
+                    };
+                    match next {
+                        Ok(job) => job(),
+                        Err(_) => return,
+                    }
+                }
+            })?;
+    }
+    Ok(jobs)
+}
+
+/// How much nicer than the process the hashing threads are: the scheduler then gives a waking
+/// worker the CPU at once, while bcrypt still gets every cycle nobody else wants.
+pub const HASHING_NICE_INCREMENT: i32 = 10;
+
+/// The nice value hashing threads take in a process whose nice value is `process`.
+pub fn hashing_nice(process: i32) -> i32 {
+    (process + HASHING_NICE_INCREMENT).min(19)
+}
+
+/// Lowers the calling thread's priority (on Linux a nice value is per thread). Lowering needs
+/// no privilege; where it fails, hashing simply runs at the normal priority.
+fn lower_priority() {
+    #[cfg(target_os = "linux")]
+    {
+        // SAFETY: getpriority and setpriority take plain integers and touch no memory of ours;
+        // `who` 0 names the calling thread.
+        let rc = unsafe {
+            let current = libc::getpriority(libc::PRIO_PROCESS, 0);
+            libc::setpriority(libc::PRIO_PROCESS, 0, hashing_nice(current))
+        };
+        if rc != 0 {
+            log::warn!(
+                "bcrypt threads run at normal priority: {}",
+                std::io::Error::last_os_error()
+            );
+        }
+    }
+}
+
 fn stored_cost(hash: &str) -> Option<u32> {
     let mut parts = hash.split('$');
     parts.next()?;
@@ -108,6 +180,43 @@ mod tests {
 
     fn hasher() -> Hasher {
         Hasher::new(4, 2, Duration::from_secs(5)).unwrap()
+    }
+
+    /// The nice value of each of this process's threads with this name.
+    #[cfg(target_os = "linux")]
+    fn nice_of_threads(name: &str) -> Vec<i32> {
+        let mut found = Vec::new();
+        for task in std::fs::read_dir("/proc/self/task").unwrap() {
+            let dir = task.unwrap().path();
+            let comm = std::fs::read_to_string(dir.join("comm")).unwrap_or_default();
+            if comm.trim() != name {
+                continue;
+            }
+            let stat = std::fs::read_to_string(dir.join("stat")).unwrap();
+            // Fields after the parenthesised command: state is field 3, nice field 19.
+            let after = &stat[stat.rfind(')').unwrap() + 2..];
+            found.push(after.split(' ').nth(16).unwrap().parse().unwrap());
+        }
+        found
+    }
+
+    #[cfg(target_os = "linux")]
+    #[tokio::test]
+    async fn hashing_runs_on_its_own_threads_below_the_workers_priority() {
+        let h = Hasher::new(4, 3, Duration::from_secs(5)).unwrap();
+        let pw = Password::parse("correct horse battery", "password").unwrap();
+        // Many jobs at once: the permits queue them, the three threads take them all.
+        let hashes = futures_util::future::join_all((0..12).map(|_| h.hash(&pw))).await;
+        for hash in hashes {
+            assert!(h.verify(&pw, Some(&hash.unwrap())).await.unwrap());
+        }
+        // The test's own thread stands in for an async worker: it keeps its priority, and the
+        // hashing threads are nicer.
+        let this: i32 = unsafe { libc::getpriority(libc::PRIO_PROCESS, 0) };
+        let nice = nice_of_threads("bcrypt-2");
+        assert!(!nice.is_empty(), "no bcrypt thread found");
+        assert!(nice.iter().all(|n| *n == hashing_nice(this)), "{nice:?}");
+        assert!(hashing_nice(this) > this || this == 19);
     }
 
     #[tokio::test]
