@@ -89,6 +89,7 @@ conformance!(
     a_refresh_token_finds_its_live_session_by_its_current_or_previous_hash,
     rotate_refresh_succeeds_once_for_the_live_hash_and_marks_the_session_used,
     an_ended_session_is_not_found_by_its_refresh_token,
+    past_the_cap_a_new_session_ends_the_users_oldest_ones,
     count_events_counts_only_events_strictly_after_since_and_reports_the_oldest,
     events_at_the_same_instant_count_separately,
     rate_event_keys_are_independent_and_clear_events_empties_one_key_only,
@@ -1112,6 +1113,39 @@ async fn an_ended_session_is_not_found_by_its_refresh_token(store: Arc<dyn Store
             "{hash}"
         );
     }
+}
+
+async fn past_the_cap_a_new_session_ends_the_users_oldest_ones(store: Arc<dyn Store>) {
+    let now = moment();
+    let user = create(&store, "ada@example.com", now).await;
+    let other = create(&store, "grace@example.com", now).await;
+    let theirs = session_for(other.id, now - Duration::hours(5));
+    store.create_session(&theirs).await.unwrap();
+    let total = MAX_LIVE_SESSIONS + 2;
+    let sessions: Vec<SessionRecord> = (0..total)
+        .map(|i| session_for(user.id, now - Duration::seconds((total - i) as i64)))
+        .collect();
+    for s in &sessions {
+        store.create_session(s).await.unwrap();
+    }
+
+    let live = store.user_sessions(user.id, now).await.unwrap();
+
+    assert_eq!(live.len(), MAX_LIVE_SESSIONS);
+    for s in &sessions[..2] {
+        assert_eq!(store.session(user.id, s.id, now).await.unwrap(), None);
+    }
+    for s in [&sessions[2], &sessions[total - 1]] {
+        assert_eq!(
+            store.session(user.id, s.id, now).await.unwrap(),
+            Some(s.clone())
+        );
+    }
+    // Another user's sessions do not count.
+    assert_eq!(
+        store.session(other.id, theirs.id, now).await.unwrap(),
+        Some(theirs)
+    );
 }
 
 // ---- rate events ----

@@ -129,7 +129,14 @@ fn spawn_hashing_threads(threads: usize) -> std::io::Result<mpsc::SyncSender<Job
                         Err(_) => return,
                     };
                     match next {
-                        Ok(job) => job(),
+                        // A job that panics loses only itself (its caller gets a 500): the
+                        // thread goes on with the next one.
+                        Ok(job) => {
+                            if std::panic::catch_unwind(std::panic::AssertUnwindSafe(job)).is_err()
+                            {
+                                log::error!("a bcrypt job panicked");
+                            }
+                        }
                         Err(_) => return,
                     }
                 }

@@ -470,7 +470,10 @@ pub async fn signout(
         state.store.end_user_sessions(current.id, None).await?;
         log::info!("user {} signed out everywhere", current.id);
     } else {
-        state.store.end_session(current.session_id).await?;
+        state
+            .store
+            .end_user_session(current.id, current.session_id)
+            .await?;
         log::info!("user {} signed out", current.id);
     }
     Ok(HttpResponse::NoContent()

@@ -225,7 +225,10 @@ async fn revoke_reused(
     session: Uuid,
     user: Option<crate::domain::UserId>,
 ) -> Result<(), ApiError> {
-    state.store.end_session(session).await?;
+    match user {
+        Some(user) => state.store.end_user_session(user, session).await?,
+        None => state.store.end_session(session).await?,
+    };
     log::warn!("a spent refresh token was presented again: session {session} revoked");
     if let Some(user) = user {
         if let Some(user) = state.store.user_by_id(user).await? {

@@ -61,6 +61,11 @@ pub struct SessionRecord {
     pub ip: Option<String>,
 }
 
+/// How many live sessions one user may have: starting one more ends the oldest (by creation).
+/// It bounds what the session check reads on MongoDB, where a user's sessions live in their
+/// document, and what one account can pile up by signing in again and again.
+pub const MAX_LIVE_SESSIONS: usize = 100;
+
 /// A session's refresh-token state.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RefreshState {
@@ -110,6 +115,7 @@ pub trait UserStore: Send + Sync {
 
 #[async_trait]
 pub trait SessionStore: Send + Sync {
+    /// Creates a session; past [`MAX_LIVE_SESSIONS`] the user's oldest sessions end.
     async fn create_session(&self, session: &SessionRecord) -> Result<(), StoreError>;
     /// The live session `id` of `user`; an expired one, or one of another user, is reported as
     /// absent. This is the check of every signed-in request: one read, by key.

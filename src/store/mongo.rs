@@ -22,7 +22,7 @@ use uuid::Uuid;
 use super::{
     EventWindow, IdentityStore, KeyChange, KeyStore, NewUser, ProfileUpdate, RateLimitStore,
     RefreshState, SessionRecord, SessionStore, Store, StoreError, StoredKey, TokenRecord,
-    TokenStore, UserStore,
+    TokenStore, UserStore, MAX_LIVE_SESSIONS,
 };
 use crate::{
     clock::{from_millis, to_millis},
@@ -304,12 +304,23 @@ fn live_session_in(
     Ok((session.expires_at > now).then_some(session))
 }
 
-/// The ids of the entries of a user document that expired before `now`.
-fn expired_entries(user_doc: &Document, now: OffsetDateTime) -> Vec<Uuid> {
-    session_entries(user_doc)
-        .filter(|(_, e)| e.get_datetime("expiresAt").map_or(true, |t| odt(*t) <= now))
-        .map(|(id, _)| id)
-        .collect()
+/// The ids of the entries of a user document that end as a session starts at `now`: those that
+/// expired, and the oldest live ones past the cap (one place is kept for the new session).
+fn ended_entries(user_doc: &Document, now: OffsetDateTime) -> Vec<Uuid> {
+    let mut ended = Vec::new();
+    let mut live = Vec::new();
+    for (id, e) in session_entries(user_doc) {
+        match (e.get_datetime("expiresAt"), e.get_datetime("createdAt")) {
+            (Ok(expires), Ok(created)) if odt(*expires) > now => live.push((odt(*created), id)),
+            _ => ended.push(id),
+        }
+    }
+    if live.len() >= MAX_LIVE_SESSIONS {
+        // Newest first, as SQLite orders them (creation, then id, both descending).
+        live.sort_by(|a, b| b.cmp(a));
+        ended.extend(live.drain(MAX_LIVE_SESSIONS - 1..).map(|(_, id)| id));
+    }
+    ended
 }
 
 /// An update that removes the entries of these sessions.
@@ -478,8 +489,10 @@ impl MongoStore {
             .await?;
         let matched = match found {
             Some(user_doc) => {
-                // Expired entries are dead weight: sweep them as new ones arrive.
-                let mut update = unset_entries(expired_entries(&user_doc, s.created_at));
+                // Expired entries are dead weight: sweep them as new ones arrive; past the cap,
+                // the oldest sessions end too.
+                let ended = ended_entries(&user_doc, s.created_at);
+                let mut update = unset_entries(ended.iter().copied());
                 if update.get_document("$unset").is_ok_and(|u| u.is_empty()) {
                     update.clear();
                 }
@@ -487,6 +500,11 @@ impl MongoStore {
                 let result = self
                     .bounded(self.users().update_one(doc! {"_id": &user}, update))
                     .await?;
+                if !ended.is_empty() {
+                    let ids: Vec<String> = ended.iter().map(Uuid::to_string).collect();
+                    self.bounded(self.sessions().delete_many(doc! {"_id": {"$in": ids}}))
+                        .await?;
+                }
                 result.matched_count == 1
             }
             None => false,
@@ -577,7 +595,8 @@ impl SessionStore for MongoStore {
         successor: &SealedKey,
         now: OffsetDateTime,
     ) -> Result<bool, StoreError> {
-        let filter = doc! {"_id": session.to_string(), "refreshHash": old_hash};
+        let filter =
+            doc! {"_id": session.to_string(), "userId": user.to_string(), "refreshHash": old_hash};
         let update = doc! {"$set": {
             "refreshHash": new_hash,
             "previousHash": old_hash,
@@ -592,12 +611,14 @@ impl SessionStore for MongoStore {
             return Ok(false);
         }
         let path = entry_path(session);
-        self.bounded(self.users().update_one(
-            doc! {"_id": user.to_string(), &path: {"$exists": true}},
-            doc! {"$set": {format!("{path}.lastUsedAt"): bdt(now)}},
-        ))
-        .await?;
-        Ok(true)
+        let entry = self
+            .bounded(self.users().update_one(
+                doc! {"_id": user.to_string(), &path: {"$exists": true}},
+                doc! {"$set": {format!("{path}.lastUsedAt"): bdt(now)}},
+            ))
+            .await?;
+        // No entry: the session ended meanwhile, and the new token would be refused anyway.
+        Ok(entry.matched_count == 1)
     }
 
     async fn user_sessions(
@@ -705,11 +726,14 @@ impl SessionStore for MongoStore {
             self.bounded(self.users().update_one(doc! {"_id": &uid}, update))
                 .await?;
         }
-        let mut records = doc! {"userId": &uid};
-        if let Some(keep) = except {
-            records.insert("_id", doc! {"$ne": keep.to_string()});
-        }
-        self.bounded(self.sessions().delete_many(records)).await?;
+        // Only the records of the entries removed: a session starting meanwhile keeps its record
+        // (a record whose entry went is dead, and its TTL index removes it in time).
+        let ids: Vec<String> = ended.iter().map(Uuid::to_string).collect();
+        self.bounded(
+            self.sessions()
+                .delete_many(doc! {"userId": &uid, "_id": {"$in": ids}}),
+        )
+        .await?;
         Ok(ended.len() as u64)
     }
 }

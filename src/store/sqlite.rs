@@ -17,7 +17,7 @@ use uuid::Uuid;
 use super::{
     EventWindow, IdentityStore, KeyChange, KeyStore, NewUser, ProfileUpdate, RateLimitStore,
     RefreshState, SessionRecord, SessionStore, Store, StoreError, StoredKey, TokenRecord,
-    TokenStore, UserStore,
+    TokenStore, UserStore, MAX_LIVE_SESSIONS,
 };
 use crate::{
     clock::{from_millis, to_millis},
@@ -501,6 +501,12 @@ impl SqliteStore {
             // Expired rows are dead weight; sweep them as new ones arrive.
             conn.prepare_cached("DELETE FROM sessions WHERE expires_at < ?1")?
                 .execute([to_millis(s.created_at)])?;
+            // Past the cap, the user's oldest sessions end.
+            conn.prepare_cached(
+                "DELETE FROM sessions WHERE user_id = ?1 AND id NOT IN \
+                 (SELECT id FROM sessions WHERE user_id = ?1 ORDER BY created_at DESC, id DESC LIMIT ?2)",
+            )?
+            .execute(params![s.user_id.to_string(), MAX_LIVE_SESSIONS as i64])?;
             Ok(())
         })
         .await
