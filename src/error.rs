@@ -56,6 +56,8 @@ pub enum ApiError {
     InvalidState,
     #[error("account not linked")]
     AccountNotLinked,
+    #[error("email not verified by the provider")]
+    EmailNotVerified,
     #[error("provider error")]
     ProviderError,
     #[error("invalid one-time code")]
@@ -171,6 +173,11 @@ impl ApiError {
                 S::CONFLICT,
                 "An account with this email exists",
             ),
+            Self::EmailNotVerified => kind(
+                "email_not_verified",
+                S::CONFLICT,
+                "The provider has not verified this email address",
+            ),
             Self::ProviderError => kind(
                 "provider_error",
                 S::BAD_GATEWAY,
@@ -273,6 +280,7 @@ impl ApiError {
                 "The sign-in attempt is unknown, expired or already used; start it again.".into()
             }
             Self::AccountNotLinked => "An account with this email exists but the provider did not vouch for the address; sign in with your password and link the provider from there.".into(),
+            Self::EmailNotVerified => "The provider does not report this address as verified, so no account is made for it; verify the address with the provider, or sign up with a password.".into(),
             Self::ProviderError => "The sign-in provider failed or sent an answer that did not verify; try again.".into(),
             Self::InvalidCode => "The code is unknown, used, expired, or the code verifier does not match.".into(),
             Self::LastSignInMethod => "Set a password or link another provider before removing this one.".into(),
@@ -475,6 +483,7 @@ pub const ALL_CODES: &[&str] = &[
     "invalid_callback_url",
     "invalid_state",
     "account_not_linked",
+    "email_not_verified",
     "provider_error",
     "invalid_code",
     "last_sign_in_method",
@@ -574,6 +583,7 @@ mod tests {
             ApiError::InvalidCallbackUrl,
             ApiError::InvalidState,
             ApiError::AccountNotLinked,
+            ApiError::EmailNotVerified,
             ApiError::ProviderError,
             ApiError::InvalidCode,
             ApiError::LastSignInMethod,

@@ -70,8 +70,14 @@ conformance!(
     concurrent_sign_ups_with_one_email_create_exactly_one_user,
     update_profile_changes_the_name_sets_and_clears_the_image_and_bumps_updated_at,
     update_profile_of_an_unknown_user_is_none,
-    set_password_hash_sets_and_removes_the_hash,
-    set_password_hash_of_an_unknown_user_is_false,
+    change_password_sets_and_removes_the_hash,
+    change_password_of_an_unknown_user_is_false,
+    change_password_moves_the_version_ends_other_sessions_and_spends_reset_tokens,
+    rehash_password_replaces_the_hash_only_at_the_version_read,
+    a_session_starts_only_at_the_users_current_credential_version,
+    no_session_started_at_the_old_version_survives_a_concurrent_password_change,
+    the_first_proof_removes_identities_attached_while_unproven_and_ends_sessions,
+    a_proof_that_removes_nothing_keeps_the_sessions_and_a_second_proof_does_nothing,
     delete_user_removes_the_user_and_its_sessions_and_is_false_the_second_time,
     a_created_session_reads_back_equal,
     a_session_reads_as_absent_from_its_expiry_on,
@@ -92,6 +98,9 @@ conformance!(
     past_the_cap_a_new_session_ends_the_users_oldest_ones,
     count_events_counts_only_events_strictly_after_since_and_reports_the_oldest,
     events_at_the_same_instant_count_separately,
+    reserve_event_admits_up_to_max_in_the_window_and_a_refusal_records_nothing,
+    a_released_event_gives_its_slot_back_and_only_its_own,
+    concurrent_reservations_admit_exactly_max,
     rate_event_keys_are_independent_and_clear_events_empties_one_key_only,
     a_user_without_keys_has_none_and_set_keys_read_back_equal_in_provider_order,
     update_api_keys_applies_sets_and_removals_at_once_and_stamps_only_the_changed_keys,
@@ -382,6 +391,7 @@ async fn a_created_user_reads_back_by_id_and_by_email(store: Arc<dyn Store>) {
         password_hash: new.password_hash.clone(),
         linked: Vec::new(),
         email_verified: None,
+        credential_version: 0,
         created_at: at,
         updated_at: at,
     };
@@ -544,7 +554,7 @@ async fn update_profile_of_an_unknown_user_is_none(store: Arc<dyn Store>) {
     assert!(result.is_none());
 }
 
-async fn set_password_hash_sets_and_removes_the_hash(store: Arc<dyn Store>) {
+async fn change_password_sets_and_removes_the_hash(store: Arc<dyn Store>) {
     let t0 = moment();
     let mut new = new_user("ada@example.com", t0);
     new.password_hash = None;
@@ -553,7 +563,7 @@ async fn set_password_hash_sets_and_removes_the_hash(store: Arc<dyn Store>) {
 
     let t1 = t0 + Duration::seconds(1);
     assert!(store
-        .set_password_hash(id, Some("$2b$12$new-hash"), t1)
+        .change_password(id, Some("$2b$12$new-hash"), None, t1)
         .await
         .unwrap());
     let user = store.user_by_id(id).await.unwrap().unwrap();
@@ -562,7 +572,7 @@ async fn set_password_hash_sets_and_removes_the_hash(store: Arc<dyn Store>) {
     assert_eq!(user.updated_at, t1);
 
     let t2 = t1 + Duration::seconds(1);
-    assert!(store.set_password_hash(id, None, t2).await.unwrap());
+    assert!(store.change_password(id, None, None, t2).await.unwrap());
     let user = store.user_by_id(id).await.unwrap().unwrap();
     assert_eq!(user.password_hash, None);
     assert!(!user.providers().contains(&AuthProvider::Credentials));
@@ -570,11 +580,11 @@ async fn set_password_hash_sets_and_removes_the_hash(store: Arc<dyn Store>) {
     assert_eq!(user.created_at, t0);
 }
 
-async fn set_password_hash_of_an_unknown_user_is_false(store: Arc<dyn Store>) {
+async fn change_password_of_an_unknown_user_is_false(store: Arc<dyn Store>) {
     let known = create(&store, "ada@example.com", moment()).await;
 
     let changed = store
-        .set_password_hash(UserId::new(), Some("$2b$12$new-hash"), moment())
+        .change_password(UserId::new(), Some("$2b$12$new-hash"), None, moment())
         .await
         .unwrap();
 
@@ -821,6 +831,7 @@ async fn a_session_of_an_unknown_user_is_a_conflict_and_is_not_found(store: Arc<
                 ..session.clone()
             },
             "h",
+            0,
         )
         .await;
 
@@ -994,7 +1005,7 @@ async fn a_refresh_token_finds_its_live_session_by_its_current_or_previous_hash(
     let user = create(&store, "ada@example.com", now).await;
     let session = session_for(user.id, now);
     store
-        .create_session_with_refresh(&session, "hash-1")
+        .create_session_with_refresh(&session, "hash-1", 0)
         .await
         .unwrap();
 
@@ -1044,7 +1055,7 @@ async fn rotate_refresh_succeeds_once_for_the_live_hash_and_marks_the_session_us
     let user = create(&store, "ada@example.com", now).await;
     let session = session_for(user.id, now);
     store
-        .create_session_with_refresh(&session, "hash-1")
+        .create_session_with_refresh(&session, "hash-1", 0)
         .await
         .unwrap();
     let later = now + Duration::minutes(10);
@@ -1091,15 +1102,15 @@ async fn an_ended_session_is_not_found_by_its_refresh_token(store: Arc<dyn Store
     let ended_all = session_for(user.id, now);
     let by_user = session_for(user.id, now);
     store
-        .create_session_with_refresh(&ended_one, "one")
+        .create_session_with_refresh(&ended_one, "one", 0)
         .await
         .unwrap();
     store
-        .create_session_with_refresh(&ended_all, "all")
+        .create_session_with_refresh(&ended_all, "all", 0)
         .await
         .unwrap();
     store
-        .create_session_with_refresh(&by_user, "mine")
+        .create_session_with_refresh(&by_user, "mine", 0)
         .await
         .unwrap();
 
@@ -1148,7 +1159,455 @@ async fn past_the_cap_a_new_session_ends_the_users_oldest_ones(store: Arc<dyn St
     );
 }
 
+// ---- credentials ----
+
+async fn change_password_moves_the_version_ends_other_sessions_and_spends_reset_tokens(
+    store: Arc<dyn Store>,
+) {
+    let now = moment();
+    let user = create(&store, "ada@example.com", now).await;
+    let other = create(&store, "grace@example.com", now).await;
+    assert_eq!(user.credential_version, 0);
+    let (kept, ended) = (session_for(user.id, now), session_for(user.id, now));
+    let theirs = session_for(other.id, now);
+    for (s, h) in [
+        (&kept, "h-kept"),
+        (&ended, "h-ended"),
+        (&theirs, "h-theirs"),
+    ] {
+        store.create_session_with_refresh(s, h, 0).await.unwrap();
+    }
+    let until = now + Duration::minutes(30);
+    for (kind, hash, owner) in [
+        (RESET_TOKEN_KIND, "reset-1", user.id),
+        (RESET_TOKEN_KIND, "reset-2", user.id),
+        ("verify_email", "verify-1", user.id),
+        (RESET_TOKEN_KIND, "reset-theirs", other.id),
+    ] {
+        store
+            .put_token(kind, hash, Some(owner), "ada@example.com", until)
+            .await
+            .unwrap();
+    }
+
+    assert!(store
+        .change_password(user.id, Some("$2b$12$changed"), Some(kept.id), now)
+        .await
+        .unwrap());
+
+    let changed = store.user_by_id(user.id).await.unwrap().unwrap();
+    assert_eq!(changed.password_hash.as_deref(), Some("$2b$12$changed"));
+    assert!(changed.credential_version > user.credential_version);
+    let live: Vec<Uuid> = store
+        .user_sessions(user.id, now)
+        .await
+        .unwrap()
+        .iter()
+        .map(|s| s.id)
+        .collect();
+    assert_eq!(live, vec![kept.id]);
+    assert!(store
+        .session_by_refresh("h-ended", now)
+        .await
+        .unwrap()
+        .is_none());
+    assert!(store
+        .session_by_refresh("h-kept", now)
+        .await
+        .unwrap()
+        .is_some());
+    for hash in ["reset-1", "reset-2"] {
+        assert!(store
+            .take_token(RESET_TOKEN_KIND, hash, now)
+            .await
+            .unwrap()
+            .is_none());
+    }
+    // Other kinds, and other users' reset tokens, stay.
+    assert!(store
+        .take_token("verify_email", "verify-1", now)
+        .await
+        .unwrap()
+        .is_some());
+    assert!(store
+        .take_token(RESET_TOKEN_KIND, "reset-theirs", now)
+        .await
+        .unwrap()
+        .is_some());
+    assert!(store
+        .session(other.id, theirs.id, now)
+        .await
+        .unwrap()
+        .is_some());
+    assert_eq!(
+        store
+            .user_by_id(other.id)
+            .await
+            .unwrap()
+            .unwrap()
+            .credential_version,
+        0
+    );
+
+    // Without a session to keep, every session ends.
+    assert!(store
+        .change_password(user.id, None, None, now)
+        .await
+        .unwrap());
+    assert!(store.user_sessions(user.id, now).await.unwrap().is_empty());
+}
+
+async fn rehash_password_replaces_the_hash_only_at_the_version_read(store: Arc<dyn Store>) {
+    let now = moment();
+    let user = create(&store, "ada@example.com", now).await;
+    assert!(store
+        .rehash_password(user.id, "$2b$13$same-password", user.credential_version)
+        .await
+        .unwrap());
+    let rehashed = store.user_by_id(user.id).await.unwrap().unwrap();
+    assert_eq!(
+        rehashed.password_hash.as_deref(),
+        Some("$2b$13$same-password")
+    );
+    assert_eq!(rehashed.credential_version, user.credential_version);
+
+    store
+        .change_password(user.id, Some("$2b$12$new-password"), None, now)
+        .await
+        .unwrap();
+    // A re-hash of the old password that comes late never overwrites the new one.
+    assert!(!store
+        .rehash_password(user.id, "$2b$13$old-password", user.credential_version)
+        .await
+        .unwrap());
+    let after = store.user_by_id(user.id).await.unwrap().unwrap();
+    assert_eq!(after.password_hash.as_deref(), Some("$2b$12$new-password"));
+    assert!(!store
+        .rehash_password(UserId::new(), "$2b$13$x", 0)
+        .await
+        .unwrap());
+}
+
+async fn a_session_starts_only_at_the_users_current_credential_version(store: Arc<dyn Store>) {
+    let now = moment();
+    let user = create(&store, "ada@example.com", now).await;
+    store
+        .change_password(user.id, Some("$2b$12$new"), None, now)
+        .await
+        .unwrap();
+    let current = store.user_by_id(user.id).await.unwrap().unwrap();
+
+    let stale = session_for(user.id, now);
+    let result = store
+        .create_session_with_refresh(&stale, "stale", user.credential_version)
+        .await;
+    assert!(matches!(result, Err(StoreError::Conflict)), "{result:?}");
+    assert!(store
+        .session(user.id, stale.id, now)
+        .await
+        .unwrap()
+        .is_none());
+    assert!(store
+        .session_by_refresh("stale", now)
+        .await
+        .unwrap()
+        .is_none());
+
+    let fresh = session_for(user.id, now);
+    store
+        .create_session_with_refresh(&fresh, "fresh", current.credential_version)
+        .await
+        .unwrap();
+    assert!(store
+        .session(user.id, fresh.id, now)
+        .await
+        .unwrap()
+        .is_some());
+}
+
+async fn no_session_started_at_the_old_version_survives_a_concurrent_password_change(
+    store: Arc<dyn Store>,
+) {
+    let now = moment();
+    let user = create(&store, "ada@example.com", now).await;
+    let barrier = Arc::new(tokio::sync::Barrier::new(13));
+    let signins: Vec<_> = (0..12)
+        .map(|i| {
+            let (store, barrier) = (store.clone(), barrier.clone());
+            let session = session_for(user.id, now);
+            let version = user.credential_version;
+            tokio::spawn(async move {
+                barrier.wait().await;
+                let hash = format!("racer-{i}");
+                let started = store
+                    .create_session_with_refresh(&session, &hash, version)
+                    .await;
+                (session.id, started.is_ok())
+            })
+        })
+        .collect();
+    barrier.wait().await;
+    assert!(store
+        .change_password(user.id, Some("$2b$12$changed"), None, now)
+        .await
+        .unwrap());
+    let mut results = Vec::new();
+    for task in signins {
+        results.push(task.await.unwrap());
+    }
+    // Whatever order they ran in, none of the sessions of the old credential is live now.
+    for (id, _) in &results {
+        assert!(
+            store.session(user.id, *id, now).await.unwrap().is_none(),
+            "a session of the old credential survived the change"
+        );
+    }
+    assert!(store.user_sessions(user.id, now).await.unwrap().is_empty());
+}
+
+async fn the_first_proof_removes_identities_attached_while_unproven_and_ends_sessions(
+    store: Arc<dyn Store>,
+) {
+    let now = moment();
+    let user = create(&store, "ada@example.com", now).await;
+    store
+        .link_identity(user.id, AuthProvider::Github, "gh-attacker", now)
+        .await
+        .unwrap();
+    store
+        .link_identity(user.id, AuthProvider::Google, "google-owner", now)
+        .await
+        .unwrap();
+    let session = session_for(user.id, now);
+    store
+        .create_session_with_refresh(&session, "h", 0)
+        .await
+        .unwrap();
+
+    let at = now + Duration::seconds(1);
+    let removed = store
+        .prove_email(user.id, at, Some((AuthProvider::Google, "google-owner")))
+        .await
+        .unwrap();
+
+    assert_eq!(removed, Some(vec![AuthProvider::Github]));
+    let proven = store.user_by_id(user.id).await.unwrap().unwrap();
+    assert_eq!(proven.email_verified, Some(at));
+    assert_eq!(proven.linked, vec![AuthProvider::Google]);
+    assert!(proven.password_hash.is_some(), "the password stays");
+    assert!(proven.credential_version > user.credential_version);
+    assert!(store
+        .session(user.id, session.id, now)
+        .await
+        .unwrap()
+        .is_none());
+    assert!(store.session_by_refresh("h", now).await.unwrap().is_none());
+    assert!(store
+        .user_by_identity(AuthProvider::Github, "gh-attacker")
+        .await
+        .unwrap()
+        .is_none());
+    assert!(store
+        .user_by_identity(AuthProvider::Google, "google-owner")
+        .await
+        .unwrap()
+        .is_some());
+    // The removed identity is free again.
+    let other = create(&store, "grace@example.com", now).await;
+    assert!(store
+        .link_identity(other.id, AuthProvider::Github, "gh-attacker", now)
+        .await
+        .unwrap());
+}
+
+async fn a_proof_that_removes_nothing_keeps_the_sessions_and_a_second_proof_does_nothing(
+    store: Arc<dyn Store>,
+) {
+    let now = moment();
+    let user = create(&store, "ada@example.com", now).await;
+    let session = session_for(user.id, now);
+    store
+        .create_session_with_refresh(&session, "h", 0)
+        .await
+        .unwrap();
+
+    assert_eq!(
+        store.prove_email(user.id, now, None).await.unwrap(),
+        Some(vec![])
+    );
+    let proven = store.user_by_id(user.id).await.unwrap().unwrap();
+    assert_eq!(proven.email_verified, Some(now));
+    assert_eq!(proven.credential_version, user.credential_version);
+    assert!(store
+        .session(user.id, session.id, now)
+        .await
+        .unwrap()
+        .is_some());
+
+    // Identities linked after the proof are no longer "unproven": a later proof leaves them.
+    store
+        .link_identity(user.id, AuthProvider::Github, "gh", now)
+        .await
+        .unwrap();
+    let later = now + Duration::seconds(5);
+    assert_eq!(store.prove_email(user.id, later, None).await.unwrap(), None);
+    let after = store.user_by_id(user.id).await.unwrap().unwrap();
+    assert_eq!(after.email_verified, Some(now));
+    assert_eq!(after.linked, vec![AuthProvider::Github]);
+    assert_eq!(
+        store.prove_email(UserId::new(), now, None).await.unwrap(),
+        None
+    );
+}
+
 // ---- rate events ----
+
+/// Records an event under `key` in a window with room to spare.
+async fn record(store: &Arc<dyn Store>, key: &str, at: OffsetDateTime, keep_until: OffsetDateTime) {
+    let slot = EventSlot {
+        id: Uuid::new_v4(),
+        at,
+        since: at - Duration::hours(2),
+        max: 100,
+        expires_at: keep_until,
+    };
+    assert_eq!(
+        store.reserve_event(key, slot).await.unwrap(),
+        Reserved::Yes,
+        "a window with room records the event"
+    );
+}
+
+/// A slot of a window of `max` events over the 15 minutes before `at`.
+fn slot(at: OffsetDateTime, max: u32) -> EventSlot {
+    EventSlot {
+        id: Uuid::new_v4(),
+        at,
+        since: at - Duration::minutes(15),
+        max,
+        expires_at: at + Duration::minutes(15),
+    }
+}
+
+async fn reserve_event_admits_up_to_max_in_the_window_and_a_refusal_records_nothing(
+    store: Arc<dyn Store>,
+) {
+    let t0 = moment();
+    let at = |s: i64| t0 + Duration::seconds(s);
+    for s in 0..3 {
+        assert_eq!(
+            store.reserve_event("k", slot(at(s), 3)).await.unwrap(),
+            Reserved::Yes
+        );
+    }
+    for s in 3..6 {
+        assert_eq!(
+            store.reserve_event("k", slot(at(s), 3)).await.unwrap(),
+            Reserved::Full {
+                oldest: Some(at(0))
+            },
+            "a full window refuses and names its oldest event"
+        );
+    }
+    // The refusals added nothing.
+    let window = store
+        .count_events("k", t0 - Duration::seconds(1))
+        .await
+        .unwrap();
+    assert_eq!(window.count, 3);
+    // Once the oldest event leaves the window, there is room for one more.
+    let later = slot(t0 + Duration::minutes(15) + Duration::milliseconds(500), 3);
+    assert_eq!(
+        store.reserve_event("k", later).await.unwrap(),
+        Reserved::Yes
+    );
+    assert_eq!(
+        store.reserve_event("k", slot(later.at, 3)).await.unwrap(),
+        Reserved::Full {
+            oldest: Some(at(1))
+        }
+    );
+    // Other keys are independent.
+    assert_eq!(
+        store.reserve_event("other", slot(t0, 3)).await.unwrap(),
+        Reserved::Yes
+    );
+}
+
+async fn a_released_event_gives_its_slot_back_and_only_its_own(store: Arc<dyn Store>) {
+    let t0 = moment();
+    let first = slot(t0, 2);
+    let second = slot(t0 + Duration::seconds(1), 2);
+    assert_eq!(
+        store.reserve_event("k", first).await.unwrap(),
+        Reserved::Yes
+    );
+    assert_eq!(
+        store.reserve_event("k", second).await.unwrap(),
+        Reserved::Yes
+    );
+    assert!(matches!(
+        store
+            .reserve_event("k", slot(t0 + Duration::seconds(2), 2))
+            .await
+            .unwrap(),
+        Reserved::Full { .. }
+    ));
+    store.release_event("k", second.id).await.unwrap();
+    // Releasing an unknown event, or under an unknown key, changes nothing.
+    store.release_event("k", Uuid::new_v4()).await.unwrap();
+    store.release_event("unknown", first.id).await.unwrap();
+    let window = store
+        .count_events("k", t0 - Duration::seconds(1))
+        .await
+        .unwrap();
+    assert_eq!(
+        window,
+        EventWindow {
+            count: 1,
+            oldest: Some(t0)
+        }
+    );
+    assert_eq!(
+        store
+            .reserve_event("k", slot(t0 + Duration::seconds(3), 2))
+            .await
+            .unwrap(),
+        Reserved::Yes
+    );
+}
+
+async fn concurrent_reservations_admit_exactly_max(store: Arc<dyn Store>) {
+    let t0 = moment();
+    let barrier = Arc::new(tokio::sync::Barrier::new(24));
+    let tasks: Vec<_> = (0..24)
+        .map(|i| {
+            let (store, barrier) = (store.clone(), barrier.clone());
+            tokio::spawn(async move {
+                barrier.wait().await;
+                store
+                    .reserve_event("burst", slot(t0 + Duration::milliseconds(i), 5))
+                    .await
+                    .unwrap()
+            })
+        })
+        .collect();
+    let mut admitted = 0;
+    for task in tasks {
+        if task.await.unwrap() == Reserved::Yes {
+            admitted += 1;
+        }
+    }
+    assert_eq!(
+        admitted, 5,
+        "of 24 concurrent attempts exactly the limit got a slot"
+    );
+    let window = store
+        .count_events("burst", t0 - Duration::seconds(1))
+        .await
+        .unwrap();
+    assert_eq!(window.count, 5);
+}
 
 async fn count_events_counts_only_events_strictly_after_since_and_reports_the_oldest(
     store: Arc<dyn Store>,
@@ -1157,10 +1616,7 @@ async fn count_events_counts_only_events_strictly_after_since_and_reports_the_ol
     let keep_until = t0 + Duration::hours(1);
     let at = |s: i64| t0 + Duration::seconds(s);
     for s in [1, 2, 3] {
-        store
-            .record_event("signin:ada", at(s), keep_until)
-            .await
-            .unwrap();
+        record(&store, "signin:ada", at(s), keep_until).await;
     }
 
     let window = store.count_events("signin:ada", t0).await.unwrap();
@@ -1188,10 +1644,7 @@ async fn events_at_the_same_instant_count_separately(store: Arc<dyn Store>) {
     let t0 = moment();
     let keep_until = t0 + Duration::hours(1);
     for _ in 0..4 {
-        store
-            .record_event("signup:ip", t0, keep_until)
-            .await
-            .unwrap();
+        record(&store, "signup:ip", t0, keep_until).await;
     }
 
     let window = store
@@ -1214,10 +1667,10 @@ async fn rate_event_keys_are_independent_and_clear_events_empties_one_key_only(
     let t0 = moment();
     let keep_until = t0 + Duration::hours(1);
     let since = t0 - Duration::seconds(1);
-    store.record_event("a", t0, keep_until).await.unwrap();
-    store.record_event("a", t0, keep_until).await.unwrap();
+    record(&store, "a", t0, keep_until).await;
+    record(&store, "a", t0, keep_until).await;
     let b_at = t0 + Duration::milliseconds(250);
-    store.record_event("b", b_at, keep_until).await.unwrap();
+    record(&store, "b", b_at, keep_until).await;
 
     assert_eq!(store.count_events("a", since).await.unwrap().count, 2);
     let b = store.count_events("b", since).await.unwrap();
@@ -1241,7 +1694,7 @@ async fn rate_event_keys_are_independent_and_clear_events_empties_one_key_only(
     // Clearing an empty or unknown key is fine, and new events count from zero.
     store.clear_events("a").await.unwrap();
     store.clear_events("never-used").await.unwrap();
-    store.record_event("a", t0, keep_until).await.unwrap();
+    record(&store, "a", t0, keep_until).await;
     assert_eq!(store.count_events("a", since).await.unwrap().count, 1);
 }
 
@@ -1741,6 +2194,7 @@ async fn create_user_with_identity_creates_a_user_linked_to_it_and_found_by_it(
         password_hash: None,
         linked: vec![AuthProvider::Github],
         email_verified: None,
+        credential_version: 0,
         created_at: at,
         updated_at: at,
     };

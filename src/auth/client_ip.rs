@@ -21,6 +21,36 @@ impl ClientIp {
     }
 }
 
+impl ClientIp {
+    /// What the rate limits count against: an IPv4 address as it is, an IPv6 one by its /64
+    /// (one subscriber's network: a client there can pick any of its 2^64 addresses), an
+    /// IPv4-mapped IPv6 address as the IPv4 address it maps.
+    pub fn limit_key(&self) -> String {
+        match self.0 {
+            IpAddr::V4(v4) => v4.to_string(),
+            IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+                Some(v4) => v4.to_string(),
+                None => {
+                    let s = v6.segments();
+                    format!("{:x}:{:x}:{:x}:{:x}::/64", s[0], s[1], s[2], s[3])
+                }
+            },
+        }
+    }
+}
+
+impl actix_web::FromRequest for ClientIp {
+    type Error = crate::error::ApiError;
+    type Future = std::future::Ready<Result<Self, Self::Error>>;
+
+    fn from_request(req: &HttpRequest, _: &mut actix_web::dev::Payload) -> Self::Future {
+        std::future::ready(
+            super::session::app_state(req)
+                .map(|state| Self::resolve(req, &state.settings.trusted_proxies)),
+        )
+    }
+}
+
 fn forwarded_for(req: &HttpRequest) -> Option<String> {
     let values: Vec<&str> = req
         .headers()
@@ -75,6 +105,18 @@ mod tests {
             from_chain(ip("10.0.0.1"), Some(chain), &trusted),
             ip("198.51.100.7")
         );
+    }
+
+    #[test]
+    fn ipv6_clients_count_by_their_64_and_mapped_ipv4_as_ipv4() {
+        let a = ClientIp(ip("2001:db8:1:2:aaaa::1")).limit_key();
+        let b = ClientIp(ip("2001:db8:1:2:ffff:ffff:ffff:ffff")).limit_key();
+        let other = ClientIp(ip("2001:db8:1:3::1")).limit_key();
+        assert_eq!(a, b);
+        assert_ne!(a, other);
+        assert_eq!(a, "2001:db8:1:2::/64");
+        assert_eq!(ClientIp(ip("::ffff:192.0.2.7")).limit_key(), "192.0.2.7");
+        assert_eq!(ClientIp(ip("192.0.2.7")).limit_key(), "192.0.2.7");
     }
 
     #[test]

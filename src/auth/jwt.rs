@@ -245,6 +245,7 @@ mod tests {
             password_hash: None,
             linked: vec![],
             email_verified: None,
+            credential_version: 0,
             created_at: now,
             updated_at: now,
         }

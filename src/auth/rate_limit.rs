@@ -1,13 +1,22 @@
 //! Rate limits counted in the store, so that several instances enforce one limit. Windows are
 //! computed from stored timestamps; keys are hashed so that the table holds no emails or IPs.
+//!
+//! Every limit reserves its slot in one atomic store step before the work it guards, so a
+//! concurrent burst gets at most the limit, and a refused request (429) adds nothing. A failed
+//! sign-in is a reservation that stands; a successful one gives its reservations back.
 
 use std::{sync::Arc, time::Duration};
 
 use sha2::{Digest, Sha256};
-use time::OffsetDateTime;
+use uuid::Uuid;
 
 use super::ClientIp;
-use crate::{clock, domain::Email, error::ApiError, store::Store};
+use crate::{
+    clock,
+    domain::Email,
+    error::ApiError,
+    store::{EventSlot, Reserved, Store},
+};
 
 const MINUTE: Duration = Duration::from_secs(60);
 
@@ -37,6 +46,23 @@ fn key(parts: &[&str]) -> String {
     digest[..16].iter().map(|b| format!("{b:02x}")).collect()
 }
 
+/// One reserved slot under a key.
+#[derive(Debug)]
+struct Slot {
+    key: String,
+    id: Uuid,
+}
+
+/// A credential check in progress for one email from one client: it holds a failure slot in
+/// each sign-in limit. Dropped as it is, both stand as a failure; [`RateLimiter::passed`] gives
+/// them back.
+#[must_use = "a checked credential gives its slots back with `passed`"]
+#[derive(Debug)]
+pub struct CredentialCheck {
+    per_client: Slot,
+    per_email: Slot,
+}
+
 impl RateLimiter {
     pub fn new(store: Arc<dyn Store>, limits: Limits) -> Self {
         Self { store, limits }
@@ -46,56 +72,58 @@ impl RateLimiter {
         &self.limits
     }
 
-    /// `RateLimited` when `key` already has `max` events in the window ending now.
-    async fn check(
+    /// Reserves one event under `key` in the window ending now, or `RateLimited` (recording
+    /// nothing) when `max` are there already.
+    async fn reserve(
         &self,
         limit: &'static str,
-        key: &str,
+        key: String,
         max: u32,
         window: Duration,
-        now: OffsetDateTime,
-    ) -> Result<(), ApiError> {
-        let seen = self.store.count_events(key, now - window).await?;
-        if seen.count < u64::from(max) {
-            return Ok(());
+    ) -> Result<Slot, ApiError> {
+        let now = clock::now();
+        let slot = EventSlot {
+            id: Uuid::new_v4(),
+            at: now,
+            since: now - window,
+            max,
+            expires_at: now + window,
+        };
+        match self.store.reserve_event(&key, slot).await? {
+            Reserved::Yes => Ok(Slot { key, id: slot.id }),
+            Reserved::Full { oldest } => {
+                crate::metrics::metrics()
+                    .rate_limited
+                    .with_label_values(&[limit])
+                    .inc();
+                let oldest = oldest.unwrap_or(now);
+                let retry_after = (oldest + window - now).max(time::Duration::seconds(1));
+                Err(ApiError::RateLimited {
+                    retry_after: retry_after.try_into().unwrap_or(window),
+                })
+            }
         }
-        crate::metrics::metrics()
-            .rate_limited
-            .with_label_values(&[limit])
-            .inc();
-        let oldest = seen.oldest.unwrap_or(now);
-        let retry_after = (oldest + window - now).max(time::Duration::seconds(1));
-        Err(ApiError::RateLimited {
-            retry_after: retry_after.try_into().unwrap_or(window),
-        })
     }
 
     /// Counts one request against a per-minute budget, refusing it once the budget is spent.
-    async fn take(&self, limit: &'static str, key: &str, per_min: u32) -> Result<(), ApiError> {
+    async fn take(&self, limit: &'static str, key: String, per_min: u32) -> Result<(), ApiError> {
         if per_min == 0 {
             return Ok(());
         }
-        let now = clock::now();
-        self.check(limit, key, per_min, MINUTE, now).await?;
-        self.store.record_event(key, now, now + MINUTE).await?;
-        Ok(())
+        self.reserve(limit, key, per_min, MINUTE).await.map(drop)
     }
 
     /// The per-IP budget of the credential endpoints.
     pub async fn credential_request(&self, ip: ClientIp) -> Result<(), ApiError> {
-        self.take(
-            "ip",
-            &key(&["ip", &ip.0.to_string()]),
-            self.limits.ip_per_min,
-        )
-        .await
+        self.take("ip", key(&["ip", &ip.limit_key()]), self.limits.ip_per_min)
+            .await
     }
 
     /// The per-user budget of `/api/generate`.
     pub async fn generate_request(&self, user: &str) -> Result<(), ApiError> {
         self.take(
             "generate",
-            &key(&["generate", user]),
+            key(&["generate", user]),
             self.limits.generate_per_min,
         )
         .await
@@ -104,60 +132,68 @@ impl RateLimiter {
     /// The per-address budget of mail requests (`kind`: verify, reset): 5 per 15 minutes.
     pub async fn mail_request(&self, kind: &'static str, address: &str) -> Result<(), ApiError> {
         const WINDOW: Duration = Duration::from_secs(15 * 60);
-        let key = key(&["mail", kind, address]);
-        let now = clock::now();
-        self.check("mail", &key, 5, WINDOW, now).await?;
-        self.store.record_event(&key, now, now + WINDOW).await?;
-        Ok(())
+        self.reserve("mail", key(&["mail", kind, address]), 5, WINDOW)
+            .await
+            .map(drop)
     }
 
     fn signin_keys(email: &Email, ip: ClientIp) -> (String, String) {
-        let ip = ip.0.to_string();
         (
-            key(&["signin-fail", email.as_str(), &ip]),
+            key(&["signin-fail", email.as_str(), &ip.limit_key()]),
             key(&["signin-fail", email.as_str()]),
         )
     }
 
-    /// Refuses a sign-in for `email` from `ip` once either failure limit is reached, even before
-    /// the password is looked at.
-    pub async fn check_signin(&self, email: &Email, ip: ClientIp) -> Result<(), ApiError> {
-        let (per_ip, per_email) = Self::signin_keys(email, ip);
-        let now = clock::now();
+    /// Before a credential of `email` is checked for a client at `ip` (a password, and later a
+    /// second-factor code): reserves a failure slot in the per-client limit, then in the
+    /// per-email one. `RateLimited` when either is full, even before the credential is looked
+    /// at; then nothing is counted. Since only a client with room in its own limit reaches the
+    /// per-email one, one client adds at most its own limit to the per-email count.
+    pub async fn check_credential(
+        &self,
+        email: &Email,
+        ip: ClientIp,
+    ) -> Result<CredentialCheck, ApiError> {
+        let (per_client, per_email) = Self::signin_keys(email, ip);
         let window = self.limits.signin_window;
-        self.check(
-            "signin_ip",
-            &per_ip,
-            self.limits.signin_max_failures,
-            window,
-            now,
-        )
-        .await?;
-        self.check(
-            "signin_email",
-            &per_email,
-            self.limits.signin_max_failures_per_email,
-            window,
-            now,
-        )
-        .await
+        let per_client = self
+            .reserve(
+                "signin_ip",
+                per_client,
+                self.limits.signin_max_failures,
+                window,
+            )
+            .await?;
+        match self
+            .reserve(
+                "signin_email",
+                per_email,
+                self.limits.signin_max_failures_per_email,
+                window,
+            )
+            .await
+        {
+            Ok(per_email) => Ok(CredentialCheck {
+                per_client,
+                per_email,
+            }),
+            Err(e) => {
+                // Refused: this attempt counts nowhere.
+                self.store
+                    .release_event(&per_client.key, per_client.id)
+                    .await?;
+                Err(e)
+            }
+        }
     }
 
-    /// Counts a failed sign-in against both limits.
-    pub async fn signin_failed(&self, email: &Email, ip: ClientIp) -> Result<(), ApiError> {
-        let (per_ip, per_email) = Self::signin_keys(email, ip);
-        let now = clock::now();
-        let until = now + self.limits.signin_window;
-        self.store.record_event(&per_ip, now, until).await?;
-        self.store.record_event(&per_email, now, until).await?;
-        Ok(())
-    }
-
-    /// A successful sign-in forgets that client's failures (not the per-email total, which
-    /// tracks a distributed guess).
-    pub async fn signin_succeeded(&self, email: &Email, ip: ClientIp) -> Result<(), ApiError> {
-        let (per_ip, _) = Self::signin_keys(email, ip);
-        self.store.clear_events(&per_ip).await?;
+    /// The credential checked out: the client's failures are forgotten (not the per-email
+    /// total, which tracks a distributed guess), and this attempt's slot there is given back.
+    pub async fn passed(&self, check: CredentialCheck) -> Result<(), ApiError> {
+        self.store.clear_events(&check.per_client.key).await?;
+        self.store
+            .release_event(&check.per_email.key, check.per_email.id)
+            .await?;
         Ok(())
     }
 }

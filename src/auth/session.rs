@@ -89,9 +89,12 @@ fn verified_claims(
             .get(csrf::HEADER)
             .and_then(|v| v.to_str().ok());
         let cookie = req.cookie(state.cookies.csrf_name);
-        state
-            .csrf
-            .check(header, cookie.as_ref().map(|c| c.value()))?;
+        // Only a token issued with this session's cookie.
+        state.csrf.check(
+            header,
+            cookie.as_ref().map(|c| c.value()),
+            &[Some(claims.sid)],
+        )?;
     }
     Ok((state, claims, via))
 }

@@ -86,6 +86,10 @@ pub struct User {
     pub linked: Vec<AuthProvider>,
     /// When the address was proven to belong to the user, if it was.
     pub email_verified: Option<OffsetDateTime>,
+    /// Moves on every change of the user's credentials (password set, changed or reset, sign-in
+    /// methods removed): a session may start only with the version its credential was checked
+    /// against, so a sign-in in flight during such a change starts none.
+    pub credential_version: u64,
     pub created_at: OffsetDateTime,
     pub updated_at: OffsetDateTime,
 }

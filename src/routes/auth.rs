@@ -214,10 +214,11 @@ pub(crate) async fn new_session(
     let (refresh, hash) = new_refresh_token();
     match state
         .store
-        .create_session_with_refresh(&record, &hash)
+        .create_session_with_refresh(&record, &hash, user.credential_version)
         .await
     {
-        // The user was deleted while signing in.
+        // The user was deleted while signing in, or their credential changed since it was
+        // checked (a password change, a reset, a takeover clean-up): no session starts.
         Err(StoreError::Conflict) => return Err(ApiError::Unauthenticated),
         other => other?,
     }
@@ -379,12 +380,15 @@ pub async fn signin(
     let password = Password::candidate(&body.password);
 
     let signins = &crate::metrics::metrics().signins;
-    if let Err(e) = state.limiter.check_signin(&email, ip).await {
-        if matches!(e, ApiError::RateLimited { .. }) {
-            signins.with_label_values(&["rate_limited"]).inc();
+    let check = match state.limiter.check_credential(&email, ip).await {
+        Ok(check) => check,
+        Err(e) => {
+            if matches!(e, ApiError::RateLimited { .. }) {
+                signins.with_label_values(&["rate_limited"]).inc();
+            }
+            return Err(e);
         }
-        return Err(e);
-    }
+    };
     let user = state.store.user_by_email(&email).await?;
     let hash = user.as_ref().and_then(|u| u.password_hash.as_deref());
     // Unknown emails and password-less accounts pay for one bcrypt run too.
@@ -392,13 +396,13 @@ pub async fn signin(
     let user = match user {
         Some(user) if matched => user,
         _ => {
+            // The reserved slots stand as this failure.
             signins.with_label_values(&["invalid_credentials"]).inc();
-            state.limiter.signin_failed(&email, ip).await?;
             return Err(ApiError::InvalidCredentials);
         }
     };
     signins.with_label_values(&["success"]).inc();
-    state.limiter.signin_succeeded(&email, ip).await?;
+    state.limiter.passed(check).await?;
 
     if user
         .password_hash
@@ -407,15 +411,18 @@ pub async fn signin(
     {
         if let Ok(password) = Password::parse(&body.password, "password") {
             let rehashed = state.hasher.hash(&password).await?;
-            state
+            // Only while the password is still the one just checked.
+            if state
                 .store
-                .set_password_hash(user.id, Some(&rehashed), clock::now())
-                .await?;
-            log::info!(
-                "user {} password re-hashed at cost {}",
-                user.id,
-                state.hasher.cost()
-            );
+                .rehash_password(user.id, &rehashed, user.credential_version)
+                .await?
+            {
+                log::info!(
+                    "user {} password re-hashed at cost {}",
+                    user.id,
+                    state.hasher.cost()
+                );
+            }
         }
     }
     log::info!("user {} signed in", user.id);
@@ -486,8 +493,14 @@ pub async fn signout(
 #[utoipa::path(get, path = "/api/auth/csrf", tag = "auth",
     responses((status = 200, description = "A fresh token; the CSRF cookie is set", body = CsrfBody,
         headers(("Set-Cookie" = String, description = "The CSRF cookie")))))]
-pub async fn csrf(state: web::Data<AppState>) -> HttpResponse {
-    let token = state.csrf.issue();
+pub async fn csrf(state: web::Data<AppState>, req: HttpRequest) -> HttpResponse {
+    // Bound to the session of the session cookie sent with it, if that cookie holds a token of
+    // ours (revocation does not matter here: every write checks its session anyway).
+    let session = req
+        .cookie(state.cookies.session_name)
+        .and_then(|c| state.jwt.verify_access(c.value()).ok())
+        .map(|claims| claims.sid);
+    let token = state.csrf.issue(session);
     HttpResponse::Ok()
         .cookie(state.cookies.csrf(token.clone()))
         .json(CsrfBody { csrf_token: token })

@@ -15,7 +15,7 @@ use super::{
 use crate::{
     auth::{ClientIp, CurrentUser},
     clock,
-    domain::{Email, Password, User, UserId},
+    domain::{AuthProvider, Email, Password, User, UserId},
     error::ApiError,
     mail::{Mail, MailError},
     startup::AppState,
@@ -31,7 +31,7 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
 }
 
 const VERIFY_KIND: &str = "verify_email";
-const RESET_KIND: &str = "password_reset";
+const RESET_KIND: &str = crate::store::RESET_TOKEN_KIND;
 
 #[derive(Deserialize, Default, ToSchema)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
@@ -88,7 +88,10 @@ fn link_base(state: &AppState, redirect: Option<&str>) -> Result<url::Url, ApiEr
     match redirect {
         Some(raw) => {
             let url = url::Url::parse(raw).map_err(|_| ApiError::InvalidCallbackUrl)?;
-            if super::oauth::callback_allowed(state, &url) {
+            // A link opens in a mail reader's browser: never an app's custom scheme, whose
+            // handler any app on the device can claim.
+            let web = matches!(url.scheme(), "http" | "https");
+            if web && super::oauth::callback_allowed(state, &url) {
                 Ok(url)
             } else {
                 Err(ApiError::InvalidCallbackUrl)
@@ -187,6 +190,41 @@ pub(crate) fn notify(state: &AppState, user: &User, subject: &'static str, what:
     });
 }
 
+/// The first proof of a user's address (a verification or reset link, a provider identity that
+/// vouches for it): every sign-in method attached while it was unproven, but `keep` (the
+/// vouching identity), is removed. If anything was, every session has ended, and the owner is
+/// told. Nothing happens when the address was proven before.
+pub(crate) async fn first_proof(
+    state: &AppState,
+    user: &User,
+    keep: Option<(AuthProvider, &str)>,
+) -> Result<(), ApiError> {
+    let removed = state.store.prove_email(user.id, clock::now(), keep).await?;
+    let Some(removed) = removed.filter(|r| !r.is_empty()) else {
+        return Ok(());
+    };
+    let names: Vec<&str> = removed.iter().map(|p| p.as_str()).collect();
+    log::warn!(
+        "user {}: address proven; sign-in methods added while it was unproven removed ({}), every session ended",
+        user.id,
+        names.join(", ")
+    );
+    let what = format!(
+        "Your email address was just proven to belong to you. Sign-in methods that were added to \
+         the account while the address was unproven were removed ({}), and every session was \
+         ended. If you did not add them, someone may have prepared the account before you: your \
+         password stays as it is, so reset it if you did not choose it yourself.",
+        names.join(", ")
+    );
+    notify(
+        state,
+        user,
+        "Sign-in methods were removed from your account",
+        &what,
+    );
+    Ok(())
+}
+
 /// Mail a verification link to the signed-in user.
 #[utoipa::path(post, path = "/api/auth/verify-email/request", tag = "email",
     security(("bearer" = []), ("cookie" = [])),
@@ -271,8 +309,7 @@ pub async fn verify_email(
     let ip = ClientIp::resolve(&req, &state.settings.trusted_proxies);
     state.limiter.credential_request(ip).await?;
     let user = spend(&state, VERIFY_KIND, &body.token).await?;
-    let now = clock::now();
-    state.store.mark_email_verified(user.id, now).await?;
+    first_proof(&state, &user, None).await?;
     let user = state
         .store
         .user_by_id(user.id)
@@ -396,26 +433,23 @@ pub async fn reset_password(
     let password = Password::parse(&body.new_password, "newPassword")?;
     let user = spend(&state, RESET_KIND, &body.token).await?;
     let hash = state.hasher.hash(&password).await?;
-    let now = clock::now();
+    // One step: the new hash, every session ended, every other reset link spent, and the
+    // credential version moved so that a sign-in in flight with the old password starts none.
     if !state
         .store
-        .set_password_hash(user.id, Some(&hash), now)
+        .change_password(user.id, Some(&hash), None, clock::now())
         .await?
     {
         return Err(ApiError::InvalidToken);
     }
-    let ended = state.store.end_user_sessions(user.id, None).await?;
     // The link reached the mailbox: the address is proven too.
-    state.store.mark_email_verified(user.id, now).await?;
+    first_proof(&state, &user, None).await?;
     notify(
         &state,
         &user,
         "Your password was changed",
         "The password of your account was just reset with a link sent to this address.",
     );
-    log::info!(
-        "user {} reset their password; {ended} sessions ended",
-        user.id
-    );
+    log::info!("user {} reset their password; every session ended", user.id);
     Ok(HttpResponse::NoContent().finish())
 }

@@ -86,6 +86,10 @@ pub struct TokenRequest {
 struct CodeData {
     challenge: String,
     auth_time: i64,
+    /// The user's credential version at the callback: the exchange starts a session only while
+    /// it holds (a takeover clean-up in between spends the code's worth).
+    #[serde(default)]
+    credential_version: u64,
 }
 
 fn s256(verifier: &str) -> String {
@@ -207,7 +211,10 @@ struct Identity {
     provider: AuthProvider,
     account_id: String,
     email: Option<Email>,
-    /// Whether the provider vouches that the address belongs to this account.
+    /// Whether the provider reports the address verified (enough to create an account for it).
+    email_verified: bool,
+    /// Whether the provider vouches that the address belongs to this account (enough to link
+    /// to an existing account, and to prove the address).
     vouched: bool,
     name: Option<String>,
     image: Option<String>,
@@ -251,6 +258,8 @@ async fn fetch_identity(
                 provider,
                 account_id: profile.id,
                 email,
+                // GitHub: the primary address, verified in `/user/emails`.
+                email_verified: vouched,
                 vouched,
                 name: profile.name.or(Some(profile.login)),
                 image: profile.avatar_url,
@@ -273,6 +282,7 @@ async fn fetch_identity(
                 provider,
                 account_id: profile.sub,
                 email,
+                email_verified: profile.email_verified,
                 vouched,
                 name: profile.name,
                 image: profile.picture,
@@ -306,19 +316,23 @@ fn usable_image(raw: Option<&str>) -> Option<String> {
 }
 
 /// The account policy: a known identity signs its user in; a vouched email links to its
-/// account; an unvouched one that matches an account is refused; otherwise a new user.
+/// account; an unvouched one that matches an account is refused; a new address gets a new user
+/// only when the provider reports it verified.
 async fn resolve_account(state: &AppState, identity: &Identity) -> Result<User, ApiError> {
     let store = &state.store;
+    let this = Some((identity.provider, identity.account_id.as_str()));
     for _ in 0..2 {
-        if let Some(mut user) = store
+        if let Some(user) = store
             .user_by_identity(identity.provider, &identity.account_id)
             .await?
         {
             let proves = identity.vouched && identity.email.as_ref() == Some(&user.email);
             if proves && user.email_verified.is_none() {
-                let now = clock::now();
-                store.mark_email_verified(user.id, now).await?;
-                user.email_verified = Some(now);
+                super::email::first_proof(state, &user, this).await?;
+                return store
+                    .user_by_id(user.id)
+                    .await?
+                    .ok_or(ApiError::Unauthenticated);
             }
             return Ok(user);
         }
@@ -340,18 +354,18 @@ async fn resolve_account(state: &AppState, identity: &Identity) -> Result<User, 
                         log::info!("user {} linked {}", user.id, identity.provider.as_str());
                         if user.email_verified.is_none() {
                             // Pre-hijacking defence: whoever registered this address first never
-                            // proved it, the provider now does. The owner takes the account: the
-                            // unproven password goes and every session of it ends.
+                            // proved it, the provider now does. The owner takes the account:
+                            // what was attached while it was unproven goes, so does the unproven
+                            // password, and every session of it ends.
+                            super::email::first_proof(state, &user, this).await?;
                             if user.password_hash.is_some() {
-                                store.set_password_hash(user.id, None, now).await?;
-                                let ended = store.end_user_sessions(user.id, None).await?;
+                                store.change_password(user.id, None, None, now).await?;
                                 log::warn!(
-                                    "user {}: unverified password removed and {ended} sessions ended by a vouched {} identity",
+                                    "user {}: unverified password removed and every session ended by a vouched {} identity",
                                     user.id,
                                     identity.provider.as_str()
                                 );
                             }
-                            store.mark_email_verified(user.id, now).await?;
                         }
                         super::email::notify(
                             state,
@@ -376,6 +390,15 @@ async fn resolve_account(state: &AppState, identity: &Identity) -> Result<User, 
                 }
             }
             Some(_) => return Err(ApiError::AccountNotLinked),
+            // An address the provider does not report verified may belong to someone else:
+            // an account made for it would be waiting for its owner (pre-account takeover).
+            None if !identity.email_verified => {
+                log::info!(
+                    "{} identity with an unverified address refused",
+                    identity.provider.as_str()
+                );
+                return Err(ApiError::EmailNotVerified);
+            }
             None => {
                 let new_user = NewUser {
                     id: UserId::new(),
@@ -434,7 +457,7 @@ fn redirect(location: &str) -> actix_web::HttpResponseBuilder {
         (status = 400, description = "`invalid_state` (forged, missing, expired or already used), or `validation_failed` (no `code`)", body = crate::error::Problem, content_type = "application/problem+json"),
         (status = 401, description = "`unauthenticated`: the account was deleted before its session could start", body = crate::error::Problem, content_type = "application/problem+json"),
         (status = 404, description = "`unknown_provider`: not `github` or `google`, or that provider is not configured", body = crate::error::Problem, content_type = "application/problem+json"),
-        (status = 409, description = "`account_not_linked`: an account has this email and the provider does not vouch for it", body = crate::error::Problem, content_type = "application/problem+json"),
+        (status = 409, description = "`account_not_linked`: an account has this email and the provider does not vouch for it; `email_not_verified`: no account has this email and the provider does not report it verified, so none is made", body = crate::error::Problem, content_type = "application/problem+json"),
         (status = 500, description = "`internal`", body = crate::error::Problem, content_type = "application/problem+json"),
         (status = 502, description = "`provider_error`: the provider failed, timed out, or sent an ID token that does not verify", body = crate::error::Problem, content_type = "application/problem+json"),
         (status = 503, description = "`store_unavailable`", body = crate::error::Problem, content_type = "application/problem+json"),
@@ -522,6 +545,7 @@ async fn callback(
         let data = serde_json::to_string(&CodeData {
             challenge: challenge.clone(),
             auth_time: now.unix_timestamp(),
+            credential_version: user.credential_version,
         })
         .map_err(ApiError::internal)?;
         state
@@ -594,11 +618,13 @@ pub async fn exchange_code(
         return Err(ApiError::InvalidCode);
     }
     let user_id = record.user_id.ok_or(ApiError::InvalidCode)?;
-    let user = state
+    let mut user = state
         .store
         .user_by_id(user_id)
         .await?
         .ok_or(ApiError::InvalidCode)?;
+    // The session may start only at the version the callback saw.
+    user.credential_version = data.credential_version;
     let auth_time = OffsetDateTime::from_unix_timestamp(data.auth_time).unwrap_or(now);
     let started = new_session(&state, &req, ip, &user, auth_time).await?;
     log::info!("user {} exchanged a one-time code", user.id);

@@ -42,7 +42,8 @@ pub struct RefreshRequest {
     #[serde(default)]
     #[schema(max_length = 256)]
     pub refresh_token: Option<String>,
-    /// Where the new tokens go; default `app` when the token came in the body, else `browser`.
+    /// Where the new tokens go, for a token sent in the body: default `app`. A refresh by the
+    /// refresh cookie always answers as `browser`, whatever this says.
     #[serde(default)]
     pub client: Option<ClientKind>,
 }
@@ -102,26 +103,34 @@ pub async fn refresh(
 ) -> Result<HttpResponse, ApiError> {
     let ip = ClientIp::resolve(&req, &state.settings.trusted_proxies);
     state.limiter.credential_request(ip).await?;
-    let (token, client) = match body.refresh_token {
-        Some(token) => (token, body.client.unwrap_or(ClientKind::App)),
+    // A refresh by the cookie always answers as a browser: the new refresh token goes only
+    // into the cookie, never into a body that page scripts can read.
+    let (token, client, by_cookie) = match body.refresh_token {
+        Some(token) => (token, body.client.unwrap_or(ClientKind::App), false),
         None => {
             let cookie = req.cookie(REFRESH_COOKIE).ok_or_else(invalid)?;
-            // A cookie write like any other: the double-submit CSRF token is required.
-            let header = req
-                .headers()
-                .get(csrf::HEADER)
-                .and_then(|v| v.to_str().ok());
-            let csrf_cookie = req.cookie(state.cookies.csrf_name);
-            state
-                .csrf
-                .check(header, csrf_cookie.as_ref().map(|c| c.value()))?;
-            (
-                cookie.value().to_owned(),
-                body.client.unwrap_or(ClientKind::Browser),
-            )
+            (cookie.value().to_owned(), ClientKind::Browser, true)
         }
     };
+    // A cookie write like any other: the double-submit CSRF token is required, issued without
+    // a session or for the session this refresh token belongs to.
+    let csrf_ok = |session: Option<Uuid>| -> Result<(), ApiError> {
+        if !by_cookie {
+            return Ok(());
+        }
+        let header = req
+            .headers()
+            .get(csrf::HEADER)
+            .and_then(|v| v.to_str().ok());
+        let csrf_cookie = req.cookie(state.cookies.csrf_name);
+        state.csrf.check(
+            header,
+            csrf_cookie.as_ref().map(|c| c.value()),
+            &[None, session],
+        )
+    };
     if token.is_empty() || token.len() > 256 {
+        csrf_ok(None)?;
         return Err(invalid());
     }
     let hash = crate::random::token_hash(&token);
@@ -130,12 +139,15 @@ pub async fn refresh(
         // Not live anywhere: spent long ago (reuse), or never ours.
         if let Some(spent) = state.store.peek_token(SPENT_KIND, &hash, now).await? {
             if let Ok(id) = spent.data.parse::<Uuid>() {
+                csrf_ok(Some(id))?;
                 revoke_reused(&state, id, spent.user_id).await?;
                 return Err(ApiError::RefreshReused);
             }
         }
+        csrf_ok(None)?;
         return Err(invalid());
     };
+    csrf_ok(Some(session.id))?;
     let user = state
         .store
         .user_by_id(session.user_id)
@@ -219,16 +231,20 @@ async fn within_grace(
     Err(ApiError::RefreshReused)
 }
 
-/// Ends the session of a reused token and tells its user.
+/// Ends the session of a reused token and tells its user, once per session: only the call that
+/// actually ended it mails (later replays, or concurrent ones, find it ended already).
 async fn revoke_reused(
     state: &AppState,
     session: Uuid,
     user: Option<crate::domain::UserId>,
 ) -> Result<(), ApiError> {
-    match user {
+    let ended = match user {
         Some(user) => state.store.end_user_session(user, session).await?,
         None => state.store.end_session(session).await?,
     };
+    if !ended {
+        return Ok(());
+    }
     log::warn!("a spent refresh token was presented again: session {session} revoked");
     if let Some(user) = user {
         if let Some(user) = state.store.user_by_id(user).await? {

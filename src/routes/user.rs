@@ -9,7 +9,7 @@ use super::{
     resource, UserBody,
 };
 use crate::{
-    auth::CurrentUser,
+    auth::{ClientIp, CurrentUser},
     clock,
     domain::{FieldError, FieldErrors, Password, User, UserName},
     error::ApiError,
@@ -88,11 +88,13 @@ async fn load_user(state: &AppState, current: &CurrentUser) -> Result<User, ApiE
         .ok_or(ApiError::Unauthenticated)
 }
 
-/// Proves the caller may take a sensitive action: the password when the user has one,
+/// Proves the caller may take a sensitive action: the password when the user has one (checked
+/// under the sign-in limits of the user's email and the client's IP, like a sign-in),
 /// otherwise a sign-in within the last 10 minutes.
 async fn confirm_identity(
     state: &AppState,
     current: &CurrentUser,
+    ip: ClientIp,
     user: &User,
     password: Option<&str>,
     field: &str,
@@ -100,15 +102,16 @@ async fn confirm_identity(
     match (&user.password_hash, password) {
         (Some(_), None) => Err(ApiError::field(field, "is required")),
         (Some(hash), Some(given)) => {
+            let check = state.limiter.check_credential(&user.email, ip).await?;
             let ok = state
                 .hasher
                 .verify(&Password::candidate(given), Some(hash))
                 .await?;
-            if ok {
-                Ok(())
-            } else {
-                Err(ApiError::InvalidCredentials)
+            if !ok {
+                // The reserved slots stand as this failure.
+                return Err(ApiError::InvalidCredentials);
             }
+            state.limiter.passed(check).await
         }
         (None, _) if current.recently_authenticated() => Ok(()),
         (None, _) => Err(ApiError::ReauthRequired),
@@ -183,12 +186,15 @@ pub async fn update_user(
         (status = 403, description = "`csrf_failed` or `origin_forbidden`", body = crate::error::Problem, content_type = "application/problem+json"),
         (status = 413, description = "`payload_too_large`", body = crate::error::Problem, content_type = "application/problem+json"),
         (status = 415, description = "`unsupported_media_type`", body = crate::error::Problem, content_type = "application/problem+json"),
+        (status = 429, description = "`rate_limited`: too many wrong passwords for this account from this client (they count as failed sign-ins)", body = crate::error::Problem, content_type = "application/problem+json",
+            headers(("Retry-After" = u64, description = "Seconds to wait"))),
         (status = 500, description = "`internal`", body = crate::error::Problem, content_type = "application/problem+json"),
         (status = 503, description = "`store_unavailable`", body = crate::error::Problem, content_type = "application/problem+json"),
     ))]
 pub async fn change_password(
     state: web::Data<AppState>,
     current: CurrentUser,
+    ip: ClientIp,
     ApiJson(body): ApiJson<ChangePasswordRequest>,
 ) -> Result<HttpResponse, ApiError> {
     let new_password = Password::parse(&body.new_password, "newPassword")?;
@@ -196,23 +202,22 @@ pub async fn change_password(
     confirm_identity(
         &state,
         &current,
+        ip,
         &user,
         body.current_password.as_deref(),
         "currentPassword",
     )
     .await?;
     let hash = state.hasher.hash(&new_password).await?;
+    // One step: the new hash, every other session ended, every reset link spent, and the
+    // credential version moved so that a sign-in in flight with the old password starts none.
     if !state
         .store
-        .set_password_hash(user.id, Some(&hash), clock::now())
+        .change_password(user.id, Some(&hash), Some(current.session_id), clock::now())
         .await?
     {
         return Err(ApiError::Unauthenticated);
     }
-    let ended = state
-        .store
-        .end_user_sessions(user.id, Some(current.session_id))
-        .await?;
     super::email::notify(
         &state,
         &user,
@@ -223,10 +228,7 @@ pub async fn change_password(
             "A password was just set for your account."
         },
     );
-    log::info!(
-        "user {} changed password; {ended} other sessions ended",
-        user.id
-    );
+    log::info!("user {} changed password; other sessions ended", user.id);
     Ok(HttpResponse::NoContent().finish())
 }
 
@@ -242,18 +244,22 @@ pub async fn change_password(
         (status = 403, description = "`csrf_failed` or `origin_forbidden`", body = crate::error::Problem, content_type = "application/problem+json"),
         (status = 413, description = "`payload_too_large`", body = crate::error::Problem, content_type = "application/problem+json"),
         (status = 415, description = "`unsupported_media_type`", body = crate::error::Problem, content_type = "application/problem+json"),
+        (status = 429, description = "`rate_limited`: too many wrong passwords for this account from this client (they count as failed sign-ins)", body = crate::error::Problem, content_type = "application/problem+json",
+            headers(("Retry-After" = u64, description = "Seconds to wait"))),
         (status = 500, description = "`internal`", body = crate::error::Problem, content_type = "application/problem+json"),
         (status = 503, description = "`store_unavailable`", body = crate::error::Problem, content_type = "application/problem+json"),
     ))]
 pub async fn delete_user(
     state: web::Data<AppState>,
     current: CurrentUser,
+    ip: ClientIp,
     OptionalJson(body): OptionalJson<DeleteUserRequest>,
 ) -> Result<HttpResponse, ApiError> {
     let user = load_user(&state, &current).await?;
     confirm_identity(
         &state,
         &current,
+        ip,
         &user,
         body.password.as_deref(),
         "password",

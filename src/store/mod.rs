@@ -85,6 +85,29 @@ pub struct EventWindow {
     pub oldest: Option<OffsetDateTime>,
 }
 
+/// One rate-limit event to record under a key, if its window has room.
+#[derive(Debug, Clone, Copy)]
+pub struct EventSlot {
+    /// Names the event, so that it can be released again.
+    pub id: Uuid,
+    pub at: OffsetDateTime,
+    /// The window counts the events strictly after this.
+    pub since: OffsetDateTime,
+    /// At most this many events in the window, the new one included.
+    pub max: u32,
+    /// Kept (at least) until then.
+    pub expires_at: OffsetDateTime,
+}
+
+/// What reserving a slot found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Reserved {
+    /// The event is recorded.
+    Yes,
+    /// The window is full and nothing was recorded; `oldest` is its oldest event.
+    Full { oldest: Option<OffsetDateTime> },
+}
+
 #[async_trait]
 pub trait UserStore: Send + Sync {
     /// Creates the user; `Conflict` when the email is taken (decided by the unique index).
@@ -98,12 +121,24 @@ pub trait UserStore: Send + Sync {
         update: ProfileUpdate,
         now: OffsetDateTime,
     ) -> Result<Option<User>, StoreError>;
-    /// Replaces (or with `None` removes) the password hash; false when the user is gone.
-    async fn set_password_hash(
+    /// Changes the credential, all in one step: replaces (or with `None` removes) the password
+    /// hash, moves the credential version, ends every session of the user but `keep`, and spends
+    /// every outstanding password-reset token. False when the user is gone.
+    async fn change_password(
         &self,
         id: UserId,
         hash: Option<&str>,
+        keep: Option<Uuid>,
         now: OffsetDateTime,
+    ) -> Result<bool, StoreError>;
+    /// Replaces the hash with one of the same password (a cost upgrade) only while the credential
+    /// version is still `version`, so a password changed meanwhile is never overwritten. True
+    /// when replaced.
+    async fn rehash_password(
+        &self,
+        id: UserId,
+        hash: &str,
+        version: u64,
     ) -> Result<bool, StoreError>;
     /// Deletes the user with everything that belongs to them; false when already gone.
     async fn delete_user(&self, id: UserId) -> Result<bool, StoreError>;
@@ -111,6 +146,16 @@ pub trait UserStore: Send + Sync {
     /// user is gone.
     async fn mark_email_verified(&self, id: UserId, at: OffsetDateTime)
         -> Result<bool, StoreError>;
+    /// The first proof of the user's address: records it at `at` and removes every OAuth identity
+    /// attached while the address was unproven, but `keep` (the identity that proves it, if one
+    /// does). If anything was removed, the credential version moves and every session ends.
+    /// `None` when the address was proven already or the user is gone; else the providers removed.
+    async fn prove_email(
+        &self,
+        id: UserId,
+        at: OffsetDateTime,
+        keep: Option<(AuthProvider, &str)>,
+    ) -> Result<Option<Vec<AuthProvider>>, StoreError>;
 }
 
 #[async_trait]
@@ -141,11 +186,14 @@ pub trait SessionStore: Send + Sync {
         user: UserId,
         except: Option<Uuid>,
     ) -> Result<u64, StoreError>;
-    /// Creates a session whose refresh token hashes to `refresh_hash`.
+    /// Creates a session whose refresh token hashes to `refresh_hash`, only while the user's
+    /// credential version is still `credential_version` (the one the sign-in checked); `Conflict`
+    /// when the user is gone or their credential changed meanwhile.
     async fn create_session_with_refresh(
         &self,
         session: &SessionRecord,
         refresh_hash: &str,
+        credential_version: u64,
     ) -> Result<(), StoreError>;
     /// The live session whose current or previous refresh token hashes to `hash`.
     async fn session_by_refresh(
@@ -177,14 +225,14 @@ pub trait SessionStore: Send + Sync {
 
 #[async_trait]
 pub trait RateLimitStore: Send + Sync {
-    /// Records one event under `key` at `at`, kept (at least) until `expires_at`.
-    async fn record_event(
-        &self,
-        key: &str,
-        at: OffsetDateTime,
-        expires_at: OffsetDateTime,
-    ) -> Result<(), StoreError>;
-    /// Counts the events under `key` strictly after `since`.
+    /// Records the event under `key` only if fewer than `slot.max` events are there after
+    /// `slot.since`, in one atomic step: of N concurrent callers at most `max` get `Yes`, and a
+    /// caller that gets `Full` adds nothing.
+    async fn reserve_event(&self, key: &str, slot: EventSlot) -> Result<Reserved, StoreError>;
+    /// Forgets the one event `id` under `key` (a reservation that turned out not to count).
+    async fn release_event(&self, key: &str, id: Uuid) -> Result<(), StoreError>;
+    /// Counts the events under `key` strictly after `since` (MongoDB keeps only as many of a
+    /// key's newest events as its limit allows, so a count never exceeds the limit).
     async fn count_events(
         &self,
         key: &str,
@@ -268,6 +316,9 @@ pub trait IdentityStore: Send + Sync {
         provider: AuthProvider,
     ) -> Result<bool, StoreError>;
 }
+
+/// The token kind of password-reset links, which a credential change spends.
+pub const RESET_TOKEN_KIND: &str = "password_reset";
 
 /// A single-use secret's record.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -20,9 +20,9 @@ use time::OffsetDateTime;
 use uuid::Uuid;
 
 use super::{
-    EventWindow, IdentityStore, KeyChange, KeyStore, NewUser, ProfileUpdate, RateLimitStore,
-    RefreshState, SessionRecord, SessionStore, Store, StoreError, StoredKey, TokenRecord,
-    TokenStore, UserStore, MAX_LIVE_SESSIONS,
+    EventSlot, EventWindow, IdentityStore, KeyChange, KeyStore, NewUser, ProfileUpdate,
+    RateLimitStore, RefreshState, Reserved, SessionRecord, SessionStore, Store, StoreError,
+    StoredKey, TokenRecord, TokenStore, UserStore, MAX_LIVE_SESSIONS, RESET_TOKEN_KIND,
 };
 use crate::{
     clock::{from_millis, to_millis},
@@ -137,11 +137,8 @@ impl MongoStore {
                 ],
             ),
             (
-                "rate_events",
-                vec![
-                    index(doc! {"key": 1, "at": 1}, None),
-                    index(doc! {"expiresAt": 1}, Some(ttl())),
-                ],
+                "rate_windows",
+                vec![index(doc! {"expiresAt": 1}, Some(ttl()))],
             ),
         ];
         for (collection, models) in plan {
@@ -171,8 +168,10 @@ impl MongoStore {
         self.db.collection("tokens")
     }
 
-    fn rate_events(&self) -> Collection<Document> {
-        self.db.collection("rate_events")
+    /// One document per rate-limit key: `ev`, its newest events (at most the limit, oldest
+    /// first), so that "is there room" and "record it" are one conditional update.
+    fn rate_windows(&self) -> Collection<Document> {
+        self.db.collection("rate_windows")
     }
 
     /// Awaits one driver call within the store timeout.
@@ -217,6 +216,7 @@ fn user_from_doc(d: &Document) -> Result<User, StoreError> {
             Some(Bson::DateTime(t)) => Some(odt(*t)),
             _ => None,
         };
+        let credential_version = cred_version(d);
         Ok(User {
             id,
             name,
@@ -225,11 +225,30 @@ fn user_from_doc(d: &Document) -> Result<User, StoreError> {
             password_hash,
             linked,
             email_verified,
+            credential_version,
             created_at: odt(*d.get_datetime("createdAt")?),
             updated_at: odt(*d.get_datetime("updatedAt")?),
         })
     };
     inner().map_err(|e| StoreError::Other(e.context("reading a user document")))
+}
+
+/// A user document's credential version (documents written before it existed have none: 0).
+fn cred_version(d: &Document) -> u64 {
+    match d.get("credVersion") {
+        Some(Bson::Int64(v)) => *v as u64,
+        Some(Bson::Int32(v)) => *v as u64,
+        _ => 0,
+    }
+}
+
+/// A filter on the user document `id` at credential version `version`.
+fn at_version(id: &str, version: u64) -> Document {
+    if version == 0 {
+        doc! {"_id": id, "$or": [{"credVersion": 0i64}, {"credVersion": {"$exists": false}}]}
+    } else {
+        doc! {"_id": id, "credVersion": version as i64}
+    }
 }
 
 // A session lives in two places. Its entry `sessions.<id>` in the user's document is the truth:
@@ -343,6 +362,7 @@ fn new_user_doc(user: &NewUser, provider: Option<AuthProvider>) -> Document {
         "password": optional(user.password_hash.as_deref()),
         "providers": providers,
         "emailVerified": Bson::Null,
+        "credVersion": 0i64,
         "createdAt": at,
         "updatedAt": at,
     }
@@ -365,6 +385,7 @@ impl UserStore for MongoStore {
             password_hash: user.password_hash,
             linked: Vec::new(),
             email_verified: None,
+            credential_version: 0,
             created_at: user.created_at,
             updated_at: user.created_at,
         })
@@ -411,17 +432,87 @@ impl UserStore for MongoStore {
         }
     }
 
-    async fn set_password_hash(
+    async fn change_password(
         &self,
         id: UserId,
         hash: Option<&str>,
+        keep: Option<Uuid>,
         now: OffsetDateTime,
     ) -> Result<bool, StoreError> {
-        let update = doc! {"$set": {"password": optional(hash), "updatedAt": bdt(now)}};
+        let uid = id.to_string();
+        // One update of the user document changes the hash, moves the version and ends the
+        // sessions (their entries), so a session started meanwhile either went in before it and
+        // is ended by it, or comes after it and is refused for its old version. It is made at
+        // the version read, so a concurrent change makes it read again.
+        for _ in 0..5 {
+            let Some(user_doc) = self
+                .bounded(
+                    self.users()
+                        .find_one(doc! {"_id": &uid})
+                        .projection(doc! {"sessions": 1, "credVersion": 1}),
+                )
+                .await?
+            else {
+                return Ok(false);
+            };
+            let ended: Vec<Uuid> = session_entries(&user_doc)
+                .map(|(sid, _)| sid)
+                .filter(|sid| Some(*sid) != keep)
+                .collect();
+            let kept = keep.and_then(|k| {
+                session_entries(&user_doc)
+                    .find(|(sid, _)| *sid == k)
+                    .map(|(sid, e)| (sid, e.clone()))
+            });
+            let mut filter = at_version(&uid, cred_version(&user_doc));
+            let mut set = doc! {"password": optional(hash), "updatedAt": bdt(now)};
+            let mut update = doc! {"$inc": {"credVersion": 1i64}};
+            match kept {
+                Some((sid, entry)) => {
+                    filter.insert(entry_path(sid), doc! {"$exists": true});
+                    set.insert("sessions", doc! {sid.hyphenated().to_string(): entry});
+                }
+                None => {
+                    update.insert("$unset", doc! {"sessions": ""});
+                }
+            }
+            update.insert("$set", set);
+            let result = self
+                .bounded(self.users().update_one(filter, update))
+                .await?;
+            if result.matched_count != 1 {
+                continue;
+            }
+            let ids: Vec<String> = ended.iter().map(Uuid::to_string).collect();
+            self.bounded(
+                self.sessions()
+                    .delete_many(doc! {"userId": &uid, "_id": {"$in": ids}}),
+            )
+            .await?;
+            self.bounded(
+                self.tokens()
+                    .delete_many(doc! {"userId": &uid, "kind": RESET_TOKEN_KIND}),
+            )
+            .await?;
+            return Ok(true);
+        }
+        Err(StoreError::Unavailable(anyhow!(
+            "the user's credential kept changing during a password change"
+        )))
+    }
+
+    async fn rehash_password(
+        &self,
+        id: UserId,
+        hash: &str,
+        version: u64,
+    ) -> Result<bool, StoreError> {
+        let mut filter = at_version(&id.to_string(), version);
+        filter.insert("password", doc! {"$type": "string"});
         let result = self
             .bounded(
                 self.users()
-                    .update_one(doc! {"_id": id.to_string()}, update),
+                    .update_one(filter, doc! {"$set": {"password": hash}}),
             )
             .await?;
         Ok(result.matched_count == 1)
@@ -449,6 +540,83 @@ impl UserStore for MongoStore {
         Ok(exists == 1)
     }
 
+    async fn prove_email(
+        &self,
+        id: UserId,
+        at: OffsetDateTime,
+        keep: Option<(AuthProvider, &str)>,
+    ) -> Result<Option<Vec<AuthProvider>>, StoreError> {
+        let uid = id.to_string();
+        let Some(user_doc) = self
+            .bounded(
+                self.users()
+                    .find_one(doc! {"_id": &uid})
+                    .projection(doc! {"emailVerified": 1, "sessions": 1}),
+            )
+            .await?
+        else {
+            return Ok(None);
+        };
+        if matches!(user_doc.get("emailVerified"), Some(Bson::DateTime(_))) {
+            return Ok(None);
+        }
+        // The identities go first and the proof is recorded last: a crash half-way leaves the
+        // address unproven, and the next proof finishes the clean-up.
+        let mut accounts = self
+            .bounded(self.accounts().find(doc! {"userId": &uid}))
+            .await?;
+        let mut removed = Vec::new();
+        let mut removed_ids = Vec::new();
+        while let Some(account) = self.bounded(accounts.try_next()).await? {
+            let provider = account
+                .get_str("provider")
+                .ok()
+                .and_then(AuthProvider::parse);
+            let account_id = account.get_str("providerAccountId").unwrap_or_default();
+            if let (Some(provider), Some(_id)) = (provider, account.get("_id")) {
+                if keep != Some((provider, account_id)) {
+                    removed.push(provider);
+                    removed_ids.push(_id.clone());
+                }
+            }
+        }
+        if !removed.is_empty() {
+            self.bounded(
+                self.accounts()
+                    .delete_many(doc! {"userId": &uid, "_id": {"$in": removed_ids}}),
+            )
+            .await?;
+            let names: Vec<&str> = removed.iter().map(|p| p.as_str()).collect();
+            self.bounded(self.users().update_one(
+                doc! {"_id": &uid},
+                doc! {
+                    "$pull": {"providers": {"$in": names}},
+                    "$inc": {"credVersion": 1i64},
+                    "$unset": {"sessions": ""},
+                    "$set": {"updatedAt": bdt(at)},
+                },
+            ))
+            .await?;
+            let ended: Vec<String> = session_entries(&user_doc)
+                .map(|(sid, _)| sid.to_string())
+                .collect();
+            self.bounded(
+                self.sessions()
+                    .delete_many(doc! {"userId": &uid, "_id": {"$in": ended}}),
+            )
+            .await?;
+        }
+        let first = self
+            .bounded(self.users().update_one(
+                doc! {"_id": &uid, "emailVerified": {"$in": [Bson::Null]}},
+                doc! {"$set": {"emailVerified": bdt(at), "updatedAt": bdt(at)}},
+            ))
+            .await?;
+        removed.sort();
+        removed.dedup();
+        Ok((first.matched_count == 1 || !removed.is_empty()).then_some(removed))
+    }
+
     async fn delete_user(&self, id: UserId) -> Result<bool, StoreError> {
         let id = id.to_string();
         // Sessions first, so that no token outlives its user; identities last, so that a crash
@@ -471,6 +639,7 @@ impl MongoStore {
         &self,
         s: &SessionRecord,
         refresh_hash: Option<&str>,
+        credential_version: Option<u64>,
     ) -> Result<(), StoreError> {
         let id = s.id.to_string();
         let user = s.user_id.to_string();
@@ -497,8 +666,13 @@ impl MongoStore {
                     update.clear();
                 }
                 update.insert("$set", doc! {entry_path(s.id): session_entry(s)});
+                // The entry goes in only at the credential version the sign-in checked.
+                let filter = match credential_version {
+                    Some(version) => at_version(&user, version),
+                    None => doc! {"_id": &user},
+                };
                 let result = self
-                    .bounded(self.users().update_one(doc! {"_id": &user}, update))
+                    .bounded(self.users().update_one(filter, update))
                     .await?;
                 if !ended.is_empty() {
                     let ids: Vec<String> = ended.iter().map(Uuid::to_string).collect();
@@ -510,7 +684,7 @@ impl MongoStore {
             None => false,
         };
         if !matched {
-            // The user is gone (deleted while signing in): like a foreign key, refuse.
+            // The user is gone (deleted while signing in), or their credential changed: refuse.
             self.bounded(self.sessions().delete_one(doc! {"_id": &id}))
                 .await?;
             return Err(StoreError::Conflict);
@@ -537,15 +711,17 @@ impl MongoStore {
 #[async_trait]
 impl SessionStore for MongoStore {
     async fn create_session(&self, s: &SessionRecord) -> Result<(), StoreError> {
-        self.insert_session(s, None).await
+        self.insert_session(s, None, None).await
     }
 
     async fn create_session_with_refresh(
         &self,
         session: &SessionRecord,
         refresh_hash: &str,
+        credential_version: u64,
     ) -> Result<(), StoreError> {
-        self.insert_session(session, Some(refresh_hash)).await
+        self.insert_session(session, Some(refresh_hash), Some(credential_version))
+            .await
     }
 
     async fn session_by_refresh(
@@ -740,15 +916,60 @@ impl SessionStore for MongoStore {
 
 #[async_trait]
 impl RateLimitStore for MongoStore {
-    async fn record_event(
-        &self,
-        key: &str,
-        at: OffsetDateTime,
-        expires_at: OffsetDateTime,
-    ) -> Result<(), StoreError> {
-        let document = doc! {"key": key, "at": bdt(at), "expiresAt": bdt(expires_at)};
-        self.bounded(self.rate_events().insert_one(document))
-            .await?;
+    async fn reserve_event(&self, key: &str, slot: EventSlot) -> Result<Reserved, StoreError> {
+        if slot.max == 0 {
+            return Ok(Reserved::Full { oldest: None });
+        }
+        let entry = doc! {"t": bdt(slot.at), "id": slot.id.to_string()};
+        // Room: fewer than `max` events kept, or the oldest of the `max` newest is out of the
+        // window. The push keeps the `max` newest, so the check and the write are one update.
+        let room = doc! {
+            "_id": key,
+            "$or": [
+                {format!("ev.{}", slot.max - 1): {"$exists": false}},
+                {"ev.0.t": {"$lte": bdt(slot.since)}},
+            ],
+        };
+        let push = doc! {
+            "$push": {"ev": {"$each": [entry.clone()], "$slice": -i64::from(slot.max)}},
+            "$set": {"expiresAt": bdt(slot.expires_at)},
+        };
+        let windows = self.rate_windows();
+        if self
+            .bounded(windows.update_one(room.clone(), push.clone()))
+            .await?
+            .matched_count
+            == 1
+        {
+            return Ok(Reserved::Yes);
+        }
+        let first = doc! {"_id": key, "ev": [entry], "expiresAt": bdt(slot.expires_at)};
+        match self.bounded(windows.insert_one(first)).await {
+            Ok(_) => return Ok(Reserved::Yes),
+            // The key has a document: full, or made by a concurrent caller a moment ago.
+            Err(StoreError::Conflict) => {}
+            Err(e) => return Err(e),
+        }
+        if self
+            .bounded(windows.update_one(room, push))
+            .await?
+            .matched_count
+            == 1
+        {
+            return Ok(Reserved::Yes);
+        }
+        let window = self.count_events(key, slot.since).await?;
+        Ok(Reserved::Full {
+            oldest: window.oldest,
+        })
+    }
+
+    async fn release_event(&self, key: &str, id: Uuid) -> Result<(), StoreError> {
+        self.bounded(self.rate_windows().update_one(
+            doc! {"_id": key},
+            doc! {"$pull": {"ev": {"id": id.to_string()}}},
+        ))
+        .await?;
         Ok(())
     }
 
@@ -757,23 +978,30 @@ impl RateLimitStore for MongoStore {
         key: &str,
         since: OffsetDateTime,
     ) -> Result<EventWindow, StoreError> {
-        let filter = doc! {"key": key, "at": {"$gt": bdt(since)}};
-        let count = self
-            .bounded(self.rate_events().count_documents(filter.clone()))
-            .await?;
-        if count == 0 {
-            return Ok(EventWindow::default());
-        }
-        let oldest = self
-            .bounded(self.rate_events().find_one(filter).sort(doc! {"at": 1}))
+        let Some(d) = self
+            .bounded(self.rate_windows().find_one(doc! {"_id": key}))
             .await?
-            .and_then(|d| d.get_datetime("at").ok().copied())
-            .map(odt);
-        Ok(EventWindow { count, oldest })
+        else {
+            return Ok(EventWindow::default());
+        };
+        let mut window = EventWindow::default();
+        for t in d
+            .get_array("ev")
+            .into_iter()
+            .flatten()
+            .filter_map(Bson::as_document)
+            .filter_map(|e| e.get_datetime("t").ok())
+            .map(|t| odt(*t))
+            .filter(|t| *t > since)
+        {
+            window.count += 1;
+            window.oldest = Some(window.oldest.map_or(t, |o| o.min(t)));
+        }
+        Ok(window)
     }
 
     async fn clear_events(&self, key: &str) -> Result<(), StoreError> {
-        self.bounded(self.rate_events().delete_many(doc! {"key": key}))
+        self.bounded(self.rate_windows().delete_one(doc! {"_id": key}))
             .await?;
         Ok(())
     }
@@ -998,6 +1226,7 @@ impl IdentityStore for MongoStore {
             password_hash: user.password_hash,
             linked: vec![provider],
             email_verified: None,
+            credential_version: 0,
             created_at: user.created_at,
             updated_at: user.created_at,
         })
@@ -1068,6 +1297,7 @@ impl TokenStore for MongoStore {
     ) -> Result<(), StoreError> {
         let document = doc! {
             "_id": format!("{kind}:{hash}"),
+            "kind": kind,
             "userId": optional(user.map(|u| u.to_string()).as_deref()),
             "data": data,
             "expiresAt": bdt(expires_at),

@@ -15,9 +15,9 @@ use tokio::sync::Semaphore;
 use uuid::Uuid;
 
 use super::{
-    EventWindow, IdentityStore, KeyChange, KeyStore, NewUser, ProfileUpdate, RateLimitStore,
-    RefreshState, SessionRecord, SessionStore, Store, StoreError, StoredKey, TokenRecord,
-    TokenStore, UserStore, MAX_LIVE_SESSIONS,
+    EventSlot, EventWindow, IdentityStore, KeyChange, KeyStore, NewUser, ProfileUpdate,
+    RateLimitStore, RefreshState, Reserved, SessionRecord, SessionStore, Store, StoreError,
+    StoredKey, TokenRecord, TokenStore, UserStore, MAX_LIVE_SESSIONS, RESET_TOKEN_KIND,
 };
 use crate::{
     clock::{from_millis, to_millis},
@@ -30,6 +30,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("../../migrations/sqlite/0003_identities_tokens.sql"),
     include_str!("../../migrations/sqlite/0004_email_verified.sql"),
     include_str!("../../migrations/sqlite/0005_refresh_tokens.sql"),
+    include_str!("../../migrations/sqlite/0006_credential_version.sql"),
 ];
 const MAX_CONNECTIONS: usize = 8;
 
@@ -54,6 +55,7 @@ impl SqliteStore {
                 .with_context(|| format!("creating {}", dir.display()))
                 .map_err(StoreError::Other)?;
         }
+        create_private(path)?;
         let store = Self {
             inner: Arc::new(Inner {
                 path: path.to_owned(),
@@ -105,6 +107,26 @@ impl SqliteStore {
             ))),
         }
     }
+}
+
+/// Creates the database file readable by its owner only, before SQLite opens it: SQLite gives
+/// the `-wal` and `-shm` files it makes beside it the same mode.
+fn create_private(path: &Path) -> Result<(), StoreError> {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        std::fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .mode(0o600)
+            .open(path)
+            .with_context(|| format!("creating {}", path.display()))
+            .map_err(StoreError::Other)?;
+    }
+    #[cfg(not(unix))]
+    let _ = path;
+    Ok(())
 }
 
 thread_local! {
@@ -234,7 +256,9 @@ macro_rules! user_columns {
             $t,
             ".id), ",
             $t,
-            ".email_verified_at"
+            ".email_verified_at, ",
+            $t,
+            ".credential_version"
         )
     };
 }
@@ -296,6 +320,7 @@ fn user_from_row_at(row: &Row<'_>, at: usize) -> rusqlite::Result<User> {
         updated_at: from_millis(row.get(at + 6)?),
         linked,
         email_verified: row.get::<_, Option<i64>>(at + 8)?.map(from_millis),
+        credential_version: row.get::<_, i64>(at + 9)? as u64,
     })
 }
 
@@ -321,6 +346,7 @@ fn insert_user(conn: &Connection, user: NewUser) -> rusqlite::Result<User> {
         password_hash: user.password_hash,
         linked: Vec::new(),
         email_verified: None,
+        credential_version: 0,
         created_at: user.created_at,
         updated_at: user.created_at,
     })
@@ -428,19 +454,49 @@ impl UserStore for SqliteStore {
         .await
     }
 
-    async fn set_password_hash(
+    async fn change_password(
         &self,
         id: UserId,
         hash: Option<&str>,
+        keep: Option<Uuid>,
         now: OffsetDateTime,
     ) -> Result<bool, StoreError> {
         let hash = hash.map(str::to_owned);
         self.run(move |conn| {
+            let id = id.to_string();
+            let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+            let changed = tx
+                .prepare_cached(
+                    "UPDATE users SET password_hash = ?2, updated_at = ?3, \
+                     credential_version = credential_version + 1 WHERE id = ?1",
+                )?
+                .execute(params![id, hash, to_millis(now)])?;
+            if changed == 1 {
+                tx.prepare_cached("DELETE FROM sessions WHERE user_id = ?1 AND id IS NOT ?2")?
+                    .execute(params![id, keep.map(|k| k.to_string())])?;
+                tx.prepare_cached("DELETE FROM tokens WHERE user_id = ?1 AND kind = ?2")?
+                    .execute(params![id, RESET_TOKEN_KIND])?;
+            }
+            tx.commit()?;
+            Ok(changed == 1)
+        })
+        .await
+    }
+
+    async fn rehash_password(
+        &self,
+        id: UserId,
+        hash: &str,
+        version: u64,
+    ) -> Result<bool, StoreError> {
+        let hash = hash.to_owned();
+        self.run(move |conn| {
             let changed = conn
                 .prepare_cached(
-                    "UPDATE users SET password_hash = ?2, updated_at = ?3 WHERE id = ?1",
+                    "UPDATE users SET password_hash = ?2 \
+                     WHERE id = ?1 AND credential_version = ?3 AND password_hash IS NOT NULL",
                 )?
-                .execute(params![id.to_string(), hash, to_millis(now)])?;
+                .execute(params![id.to_string(), hash, version as i64])?;
             Ok(changed == 1)
         })
         .await
@@ -463,6 +519,53 @@ impl UserStore for SqliteStore {
         .await
     }
 
+    async fn prove_email(
+        &self,
+        id: UserId,
+        at: OffsetDateTime,
+        keep: Option<(AuthProvider, &str)>,
+    ) -> Result<Option<Vec<AuthProvider>>, StoreError> {
+        let keep = keep.map(|(p, a)| (p.as_str(), a.to_owned()));
+        self.run(move |conn| {
+            let id = id.to_string();
+            let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+            let first = tx
+                .prepare_cached(
+                    "UPDATE users SET email_verified_at = ?2, updated_at = ?2 \
+                     WHERE id = ?1 AND email_verified_at IS NULL",
+                )?
+                .execute(params![id, to_millis(at)])?;
+            if first != 1 {
+                return Ok(None);
+            }
+            let (keep_provider, keep_account) = match &keep {
+                Some((p, a)) => (Some(*p), Some(a.as_str())),
+                None => (None, None),
+            };
+            let removed: Vec<AuthProvider> = tx
+                .prepare_cached(
+                    "DELETE FROM identities WHERE user_id = ?1 \
+                     AND NOT (provider IS ?2 AND provider_account_id IS ?3) RETURNING provider",
+                )?
+                .query_map(params![id, keep_provider, keep_account], |row| {
+                    row.get::<_, String>(0)
+                })?
+                .filter_map(|p| p.map(|p| AuthProvider::parse(&p)).transpose())
+                .collect::<rusqlite::Result<_>>()?;
+            if !removed.is_empty() {
+                tx.prepare_cached(
+                    "UPDATE users SET credential_version = credential_version + 1 WHERE id = ?1",
+                )?
+                .execute([&id])?;
+                tx.prepare_cached("DELETE FROM sessions WHERE user_id = ?1")?
+                    .execute([&id])?;
+            }
+            tx.commit()?;
+            Ok(Some(removed))
+        })
+        .await
+    }
+
     async fn delete_user(&self, id: UserId) -> Result<bool, StoreError> {
         // Identities and sessions go with the user through ON DELETE CASCADE.
         self.run(move |conn| {
@@ -480,12 +583,16 @@ impl SqliteStore {
         &self,
         session: &SessionRecord,
         refresh_hash: Option<String>,
+        credential_version: Option<u64>,
     ) -> Result<(), StoreError> {
         let s = session.clone();
         self.run(move |conn| {
-            conn.prepare_cached(
+            // One statement: the row goes in only while the user has the credential version the
+            // sign-in checked (writes are serialised, so no change can slip in between).
+            let inserted = conn.prepare_cached(
                 "INSERT INTO sessions (id, user_id, created_at, last_used_at, expires_at, auth_time, user_agent, ip, refresh_hash) \
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+                 SELECT ?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9 \
+                 WHERE ?10 IS NULL OR EXISTS (SELECT 1 FROM users WHERE id = ?2 AND credential_version = ?10)",
             )?
             .execute(params![
                 s.id.to_string(),
@@ -496,8 +603,15 @@ impl SqliteStore {
                 to_millis(s.auth_time),
                 s.user_agent,
                 s.ip,
-                refresh_hash
+                refresh_hash,
+                credential_version.map(|v| v as i64)
             ])?;
+            if inserted != 1 {
+                return Err(rusqlite::Error::SqliteFailure(
+                    rusqlite::ffi::Error::new(rusqlite::ffi::SQLITE_CONSTRAINT),
+                    Some("the user's credential changed".into()),
+                ));
+            }
             // Expired rows are dead weight; sweep them as new ones arrive.
             conn.prepare_cached("DELETE FROM sessions WHERE expires_at < ?1")?
                 .execute([to_millis(s.created_at)])?;
@@ -516,16 +630,21 @@ impl SqliteStore {
 #[async_trait]
 impl SessionStore for SqliteStore {
     async fn create_session(&self, session: &SessionRecord) -> Result<(), StoreError> {
-        self.insert_session(session, None).await
+        self.insert_session(session, None, None).await
     }
 
     async fn create_session_with_refresh(
         &self,
         session: &SessionRecord,
         refresh_hash: &str,
+        credential_version: u64,
     ) -> Result<(), StoreError> {
-        self.insert_session(session, Some(refresh_hash.to_owned()))
-            .await
+        self.insert_session(
+            session,
+            Some(refresh_hash.to_owned()),
+            Some(credential_version),
+        )
+        .await
     }
 
     async fn session_by_refresh(
@@ -693,21 +812,45 @@ impl SessionStore for SqliteStore {
 
 #[async_trait]
 impl RateLimitStore for SqliteStore {
-    async fn record_event(
-        &self,
-        key: &str,
-        at: OffsetDateTime,
-        expires_at: OffsetDateTime,
-    ) -> Result<(), StoreError> {
+    async fn reserve_event(&self, key: &str, slot: EventSlot) -> Result<Reserved, StoreError> {
         let key = key.to_owned();
         self.run(move |conn| {
-            let at = to_millis(at);
-            conn.prepare_cached(
-                "INSERT INTO rate_events (key, at, expires_at) VALUES (?1, ?2, ?3)",
+            let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+            let at = to_millis(slot.at);
+            let (count, oldest): (i64, Option<i64>) = tx
+                .prepare_cached(
+                    "SELECT count(*), min(at) FROM rate_events WHERE key = ?1 AND at > ?2",
+                )?
+                .query_row(params![key, to_millis(slot.since)], |row| {
+                    Ok((row.get(0)?, row.get(1)?))
+                })?;
+            if count >= i64::from(slot.max) {
+                return Ok(Reserved::Full {
+                    oldest: oldest.map(from_millis),
+                });
+            }
+            tx.prepare_cached(
+                "INSERT INTO rate_events (key, at, expires_at, id) VALUES (?1, ?2, ?3, ?4)",
             )?
-            .execute(params![key, at, to_millis(expires_at)])?;
-            conn.prepare_cached("DELETE FROM rate_events WHERE expires_at < ?1")?
+            .execute(params![
+                key,
+                at,
+                to_millis(slot.expires_at),
+                IdText::new(slot.id)
+            ])?;
+            tx.prepare_cached("DELETE FROM rate_events WHERE expires_at < ?1")?
                 .execute([at])?;
+            tx.commit()?;
+            Ok(Reserved::Yes)
+        })
+        .await
+    }
+
+    async fn release_event(&self, key: &str, id: Uuid) -> Result<(), StoreError> {
+        let key = key.to_owned();
+        self.run(move |conn| {
+            conn.prepare_cached("DELETE FROM rate_events WHERE key = ?1 AND id = ?2")?
+                .execute(params![key, IdText::new(id)])?;
             Ok(())
         })
         .await
@@ -1087,5 +1230,52 @@ impl Store for SqliteStore {
 
     fn backend(&self) -> &'static str {
         "sqlite"
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[cfg(unix)]
+    #[tokio::test]
+    async fn the_database_and_its_wal_and_shm_files_are_readable_by_their_owner_only() {
+        use std::os::unix::fs::PermissionsExt;
+        // A permissive umask, as a service manager may leave it: the mode must not depend on it.
+        let old = unsafe { libc::umask(0o022) };
+        let dir = tempfile::tempdir().expect("temp dir");
+        let path = dir.path().join("authvault.db");
+        let store = SqliteStore::open(&path, Duration::from_secs(5))
+            .await
+            .expect("store opens");
+        // A write, so that the -wal and -shm files exist.
+        store
+            .reserve_event(
+                "k",
+                crate::store::EventSlot {
+                    id: Uuid::new_v4(),
+                    at: crate::clock::now(),
+                    since: crate::clock::now() - time::Duration::minutes(1),
+                    max: 5,
+                    expires_at: crate::clock::now() + time::Duration::minutes(1),
+                },
+            )
+            .await
+            .expect("write");
+        unsafe { libc::umask(old) };
+        for suffix in ["", "-wal", "-shm"] {
+            let file = dir.path().join(format!("authvault.db{suffix}"));
+            let mode = std::fs::metadata(&file)
+                .unwrap_or_else(|e| panic!("{}: {e}", file.display()))
+                .permissions()
+                .mode();
+            assert_eq!(
+                mode & 0o777,
+                0o600,
+                "{} has mode {:o}",
+                file.display(),
+                mode
+            );
+        }
     }
 }

@@ -225,7 +225,7 @@ async fn delete_removes_one_key_and_unknown_providers_are_404(backend: Backend) 
 async fn key_writes_by_cookie_need_the_csrf_token(backend: Backend) {
     let app = spawn_app(backend).await;
     let user = app.signed_up_user().await;
-    let (csrf, csrf_cookie) = app.csrf().await;
+    let (csrf, csrf_cookie) = app.csrf_for(&user.cookie).await;
 
     let without = app
         .client

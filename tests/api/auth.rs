@@ -451,7 +451,7 @@ async fn signout_everywhere_revokes_every_token_of_the_user(backend: Backend) {
 async fn cookie_writes_need_the_csrf_token_and_bearer_writes_do_not(backend: Backend) {
     let app = spawn_app(backend).await;
     let user = app.signed_up_user().await;
-    let (csrf, csrf_cookie) = app.csrf().await;
+    let (csrf, csrf_cookie) = app.csrf_for(&user.cookie).await;
     let patch = |cookie: String, header: Option<String>| {
         let app = &app;
         async move {
@@ -481,6 +481,25 @@ async fn cookie_writes_need_the_csrf_token_and_bearer_writes_do_not(backend: Bac
     )
     .await;
     app.assert_problem(forged, 403, "csrf_failed").await;
+
+    // A pair of ours, but minted without a session cookie, or for another client's session.
+    let (unbound, unbound_cookie) = app.csrf().await;
+    let not_bound = patch(format!("{}; {unbound_cookie}", user.cookie), Some(unbound)).await;
+    app.assert_problem(not_bound, 403, "csrf_failed").await;
+    let other = app.signed_up_user().await;
+    let (theirs, theirs_cookie) = app.csrf_for(&other.cookie).await;
+    let not_mine = patch(format!("{}; {theirs_cookie}", user.cookie), Some(theirs)).await;
+    app.assert_problem(not_mine, 403, "csrf_failed").await;
+    // A second session of the same user is another session too.
+    let again = app.signin(&user.email, &user.password).await;
+    let second = cookie_pair(set_cookie(again.headers(), "authvault.session").unwrap());
+    let (second_csrf, second_csrf_cookie) = app.csrf_for(&second).await;
+    let other_session = patch(
+        format!("{}; {second_csrf_cookie}", user.cookie),
+        Some(second_csrf),
+    )
+    .await;
+    app.assert_problem(other_session, 403, "csrf_failed").await;
 
     let both = patch(format!("{}; {csrf_cookie}", user.cookie), Some(csrf)).await;
     assert_eq!(both.status(), 200);

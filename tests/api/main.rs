@@ -13,5 +13,6 @@ mod hardening;
 mod oauth;
 mod oidc_peer;
 mod resilience;
+mod security;
 mod sessions;
 mod user;

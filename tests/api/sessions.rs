@@ -235,7 +235,7 @@ async fn expired_unknown_and_signed_out_refresh_tokens_are_401(backend: Backend)
             .collect()
     };
     app.store
-        .create_session_with_refresh(&expired, &hash)
+        .create_session_with_refresh(&expired, &hash, 0)
         .await
         .unwrap();
     app.assert_problem(refresh(&app, old_token).await, 401, "invalid_refresh")

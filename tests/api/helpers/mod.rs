@@ -331,9 +331,25 @@ impl TestApp {
         }
     }
 
-    /// A CSRF token with its cookie pair.
+    /// A CSRF token with its cookie pair, issued without a session cookie.
     pub async fn csrf(&self) -> (String, String) {
         let res = self.get("/api/auth/csrf").await;
+        self.csrf_pair(res).await
+    }
+
+    /// A CSRF token with its cookie pair, issued with (and so bound to) this session cookie.
+    pub async fn csrf_for(&self, session_cookie: &str) -> (String, String) {
+        let res = self
+            .client
+            .get(self.url("/api/auth/csrf"))
+            .header("cookie", session_cookie)
+            .send()
+            .await
+            .expect("request");
+        self.csrf_pair(res).await
+    }
+
+    async fn csrf_pair(&self, res: reqwest::Response) -> (String, String) {
         assert_eq!(res.status(), 200);
         let cookie = cookie_pair(set_cookie(res.headers(), "authvault.csrf").expect("csrf cookie"));
         let body: Value = res.json().await.expect("json");
