@@ -58,6 +58,8 @@ export function createClient(base) {
     if (res.status === 401 && auth && (await refresh())) {
       res = await send(method, path, body, headers);
     }
+    // A CSRF token is bound to the session it was issued with: a new sign-in needs a new one.
+    if (!auth && res.ok) csrfToken = null;
     return res;
   }
 
