@@ -12,7 +12,7 @@ use crate::{
     clock,
     domain::{User, UserId},
     error::ApiError,
-    startup::AppState,
+    state::AppState,
     store::SessionRecord,
 };
 

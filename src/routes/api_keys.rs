@@ -11,7 +11,7 @@ use crate::{
     clock::{self, rfc3339},
     domain::{ApiKeyValue, FieldErrors, KeyProvider, UserId},
     error::ApiError,
-    startup::AppState,
+    state::AppState,
     store::{KeyChange, StoredKey},
     vault::{KeyRing, Masked},
 };

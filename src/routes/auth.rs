@@ -18,7 +18,7 @@ use crate::{
     clock::{self, rfc3339},
     domain::{Email, FieldErrors, Password, User, UserId, UserName},
     error::ApiError,
-    startup::AppState,
+    state::AppState,
     store::{NewUser, SessionRecord, StoreError},
 };
 

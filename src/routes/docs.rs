@@ -3,7 +3,7 @@
 
 use actix_web::{http::header, middleware::Compress, web, HttpResponse};
 
-use crate::startup::AppState;
+use crate::state::AppState;
 
 const INDEX: &str = include_str!("../../assets/docs/index.html");
 const INIT: &str = include_str!("../../assets/docs/init.js");

@@ -18,7 +18,7 @@ use crate::{
     domain::{AuthProvider, Email, Password, User, UserId},
     error::ApiError,
     mail::{Mail, MailError},
-    startup::AppState,
+    state::AppState,
 };
 
 pub fn configure(cfg: &mut web::ServiceConfig) {

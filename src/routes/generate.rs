@@ -12,7 +12,7 @@ use crate::{
     auth::CurrentUser,
     domain::{FieldError, FieldErrors, KeyProvider},
     error::ApiError,
-    startup::AppState,
+    state::AppState,
     upstream::together::{strip_fences, ChatRequest, ChatStream, StreamItem, Usage},
 };
 

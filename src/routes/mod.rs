@@ -42,7 +42,7 @@ where
 /// The answer for a method a resource does not support, with its `Allow` list.
 pub async fn method_not_allowed(
     req: actix_web::HttpRequest,
-    state: web::Data<crate::startup::AppState>,
+    state: web::Data<crate::state::AppState>,
 ) -> Result<HttpResponse, ApiError> {
     let allow = req
         .match_pattern()

@@ -27,7 +27,7 @@ use crate::{
     clock,
     domain::{AuthProvider, Email, User, UserId, UserName},
     error::ApiError,
-    startup::AppState,
+    state::AppState,
     store::{NewUser, StoreError},
 };
 

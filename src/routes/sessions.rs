@@ -20,7 +20,7 @@ use crate::{
     auth::{cookies::REFRESH_COOKIE, csrf, ClientIp, CurrentUser},
     clock::{self, rfc3339},
     error::ApiError,
-    startup::AppState,
+    state::AppState,
     store::{RefreshState, SessionRecord},
 };
 

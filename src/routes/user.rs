@@ -13,7 +13,7 @@ use crate::{
     clock,
     domain::{FieldError, FieldErrors, Password, User, UserName},
     error::ApiError,
-    startup::AppState,
+    state::AppState,
     store::ProfileUpdate,
 };
 

@@ -1,0 +1,140 @@
+//! The state every handler shares, and how it is made from the settings and the store.
+
+use std::{sync::Arc, time::Duration};
+
+use actix_web::web;
+use anyhow::Context;
+
+use crate::{
+    auth::{
+        cookies::CookieConfig,
+        csrf::CsrfKey,
+        jwt::JwtKeys,
+        oauth_flow::FlowKey,
+        password::Hasher,
+        rate_limit::{Limits, RateLimiter},
+    },
+    config::Settings,
+    openapi,
+    store::Store,
+    upstream::{github::GithubClient, google::GoogleClient, together::TogetherClient},
+    vault::KeyRing,
+};
+
+/// Everything a handler may need, shared by all workers.
+pub struct AppState {
+    pub settings: Arc<Settings>,
+    pub store: Arc<dyn Store>,
+    pub jwt: JwtKeys,
+    pub hasher: Hasher,
+    pub csrf: CsrfKey,
+    pub cookies: CookieConfig,
+    pub limiter: RateLimiter,
+    /// The encryption keys that seal and open stored API keys.
+    pub vault: KeyRing,
+    /// GitHub and Google sign-in, when configured.
+    pub github: Option<GithubClient>,
+    pub google: Option<GoogleClient>,
+    /// Signs the OAuth flow cookie.
+    pub oauth_flow: FlowKey,
+    /// Mail delivery (SMTP, the development outbox, or none).
+    pub mailer: crate::mail::Mailer,
+    /// Together AI, with one pooled HTTP client.
+    pub together: TogetherClient,
+    /// The OpenAPI document, rendered once.
+    pub openapi: web::Bytes,
+    /// Each documented path pattern's methods, for `Allow` on 405 answers.
+    pub allowed_methods: std::collections::HashMap<String, String>,
+}
+
+impl AppState {
+    /// Makes the keys, the clients of the outside services and the limiter from the settings
+    /// (with secrets already resolved) and an opened store.
+    pub async fn build(settings: Settings, store: Arc<dyn Store>) -> anyhow::Result<Self> {
+        let secret = settings
+            .jwt_secret
+            .clone()
+            .context("AUTHVAULT_JWT_SECRET is not set")?;
+        let parallelism = std::thread::available_parallelism().map_or(2, |n| n.get());
+        let hasher = {
+            let cost = settings.bcrypt_cost;
+            tokio::task::spawn_blocking(move || {
+                Hasher::new(cost, parallelism, Duration::from_secs(10))
+            })
+            .await??
+        };
+        let limits = Limits {
+            signin_max_failures: settings.signin_max_failures,
+            signin_max_failures_per_email: settings.signin_max_failures_per_email,
+            signin_window: settings.signin_window,
+            ip_per_min: settings.ip_rate_limit_per_min,
+            generate_per_min: settings.generate_per_min,
+        };
+        let vault = KeyRing::new(
+            settings
+                .encryption_keys
+                .as_deref()
+                .context("AUTHVAULT_ENCRYPTION_KEYS is not set")?,
+        );
+        let http = reqwest::Client::builder()
+            .connect_timeout(Duration::from_secs(5))
+            .pool_idle_timeout(Duration::from_secs(90))
+            .user_agent(concat!("authvault/", env!("CARGO_PKG_VERSION")))
+            .build()
+            .context("building the HTTP client")?;
+        let together =
+            TogetherClient::new(http, &settings.together_api_url, settings.generate_timeout);
+        // Provider calls never follow redirects and never wait long.
+        let oauth_http = reqwest::Client::builder()
+            .redirect(reqwest::redirect::Policy::none())
+            .connect_timeout(Duration::from_secs(5))
+            .timeout(Duration::from_secs(10))
+            .user_agent(concat!("authvault/", env!("CARGO_PKG_VERSION")))
+            .build()
+            .context("building the OAuth HTTP client")?;
+        let base = settings
+            .public_url
+            .as_str()
+            .trim_end_matches('/')
+            .to_owned();
+        let github = match &settings.github.client {
+            Some(client) => Some(GithubClient::new(
+                &settings.github,
+                client,
+                &format!("{base}/api/auth/callback/github"),
+                oauth_http.clone(),
+            )?),
+            None => None,
+        };
+        let google = settings.google.client.as_ref().map(|client| {
+            GoogleClient::new(
+                &settings.google,
+                client,
+                &format!("{base}/api/auth/callback/google"),
+                oauth_http.clone(),
+            )
+        });
+        let mailer = crate::mail::Mailer::from_settings(&settings)?;
+        Ok(Self {
+            mailer,
+            github,
+            google,
+            oauth_flow: FlowKey::derive(&secret),
+            together,
+            vault,
+            jwt: JwtKeys::new(
+                &secret,
+                settings.public_url.as_str().trim_end_matches('/'),
+                settings.session_ttl,
+            ),
+            csrf: CsrfKey::derive(&secret),
+            cookies: CookieConfig::from_settings(&settings),
+            limiter: RateLimiter::new(store.clone(), limits),
+            hasher,
+            store,
+            openapi: web::Bytes::from(openapi::document_json()),
+            allowed_methods: openapi::allowed_methods(),
+            settings: Arc::new(settings),
+        })
+    }
+}
