@@ -508,6 +508,20 @@ fn parse_base_url(v: &str) -> Result<Url, String> {
 }
 
 /// `scheme://host[:port]` of an http(s) URL, as browsers send it in `Origin`.
+impl Settings {
+    /// Whether `url` may receive the user after a sign-in or from a mailed link: an allowed
+    /// origin (any path under it) or an exact URL, on the allow-list or among the app callbacks.
+    pub fn callback_allowed(&self, url: &Url) -> bool {
+        let exact = url.to_string();
+        let origin = origin_of(url);
+        self.app_callbacks.contains(&exact)
+            || self
+                .callback_allowlist
+                .iter()
+                .any(|e| *e == exact || (matches!(url.scheme(), "http" | "https") && *e == origin))
+    }
+}
+
 pub fn origin_of(url: &Url) -> String {
     url.origin().ascii_serialization()
 }

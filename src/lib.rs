@@ -1,6 +1,7 @@
 //! authvault: a headless JSON authentication and key-vault REST API.
 #![warn(clippy::unwrap_used, clippy::expect_used, clippy::panic, clippy::todo)]
 
+pub mod accounts;
 pub mod auth;
 pub mod clock;
 pub mod config;
@@ -13,6 +14,7 @@ pub mod middleware;
 pub mod openapi;
 pub mod random;
 pub mod routes;
+pub mod sessions;
 pub mod startup;
 pub mod state;
 pub mod store;

@@ -33,6 +33,8 @@ use crate::{
 };
 
 /// How long one send may take, from connecting to the server's last answer.
+pub mod notices;
+
 pub const SEND_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// One message to one user: the same content as plain text and as HTML.

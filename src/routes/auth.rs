@@ -5,21 +5,20 @@ use std::collections::BTreeMap;
 use actix_web::{http::StatusCode, web, HttpRequest, HttpResponse};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
-use uuid::Uuid;
 
 use super::{
+    answers::{start_session, AuthResponse, ClientKind},
     json::{ApiJson, OptionalJson},
     resource, UserBody,
 };
-use time::OffsetDateTime;
 
 use crate::{
-    auth::{jwt::IssuedToken, ClientIp, CurrentUser, SignedIn},
+    auth::{ClientIp, CurrentUser, SignedIn},
     clock::{self, rfc3339},
-    domain::{Email, FieldErrors, Password, User, UserId, UserName},
+    domain::{Email, FieldErrors, Password, UserId, UserName},
     error::ApiError,
     state::AppState,
-    store::{NewUser, SessionRecord, StoreError},
+    store::{NewUser, StoreError},
 };
 
 pub fn configure(cfg: &mut web::ServiceConfig) {
@@ -62,18 +61,6 @@ pub struct SigninRequest {
     pub client: Option<ClientKind>,
 }
 
-/// Where a client keeps its tokens.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, ToSchema)]
-#[serde(rename_all = "lowercase")]
-pub enum ClientKind {
-    /// Cookies only: the session cookie, and the refresh token as an HttpOnly cookie scoped to
-    /// `/api/auth/refresh`; the body carries no refresh token, so page scripts never see it.
-    #[default]
-    Browser,
-    /// No cookies: the body carries the access and the refresh token.
-    App,
-}
-
 #[derive(Deserialize, Default, ToSchema)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 #[schema(example = json!({"everywhere": true}))]
@@ -81,41 +68,6 @@ pub struct SignoutRequest {
     /// Also revoke every other token of the user.
     #[serde(default)]
     pub everywhere: Option<bool>,
-}
-
-/// An access token and when it expires.
-#[derive(Serialize, ToSchema)]
-#[serde(rename_all = "camelCase")]
-#[schema(example = json!({
-    "accessToken": "eyJhbGciOiJIUzI1NiIsInR5cCI6IkpXVCJ9...",
-    "tokenType": "Bearer",
-    "expiresAt": "2026-11-25T16:16:03Z",
-    "expiresIn": 3600
-}))]
-pub struct SessionBody {
-    pub access_token: String,
-    /// Always `Bearer`.
-    #[schema(schema_with = bearer_schema)]
-    pub token_type: &'static str,
-    #[schema(format = DateTime)]
-    pub expires_at: String,
-    /// Seconds until `expiresAt`.
-    pub expires_in: u64,
-    /// For `app` clients only: the refresh token (single use, rotated by `POST /api/auth/refresh`).
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub refresh_token: Option<String>,
-    /// For `app` clients only: when the refresh token (and the session) expires.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    #[schema(format = DateTime)]
-    pub refresh_expires_at: Option<String>,
-}
-
-/// A signed-in user and their new session.
-#[derive(Serialize, ToSchema)]
-#[schema(example = json!({"user": {"id": "2f0c6f5e-8d1c-4b9a-9c57-1b1f0f6a3e21", "name": "Ada Lovelace", "email": "ada@example.com", "image": null, "providers": ["credentials"], "emailVerified": null, "createdAt": "2026-11-25T15:16:03.123Z", "updatedAt": "2026-11-25T15:16:03.123Z"}, "session": {"accessToken": "eyJhbGciOiJIUzI1NiIsInR5cCI6IkpXVCJ9...", "tokenType": "Bearer", "expiresAt": "2026-11-25T16:16:03Z", "expiresIn": 3600}}))]
-pub struct AuthResponse {
-    pub user: UserBody,
-    pub session: SessionBody,
 }
 
 /// The current session.
@@ -156,138 +108,15 @@ pub struct ProviderInfo {
 }
 
 /// A string that is always one of `values`.
-fn string_enum(values: &[&str], description: &str) -> utoipa::openapi::ObjectBuilder {
+pub(super) fn string_enum(values: &[&str], description: &str) -> utoipa::openapi::ObjectBuilder {
     utoipa::openapi::ObjectBuilder::new()
         .schema_type(utoipa::openapi::Type::String)
         .enum_values(Some(values.iter().copied()))
         .description(Some(description))
 }
 
-fn bearer_schema() -> utoipa::openapi::ObjectBuilder {
-    string_enum(&["Bearer"], "Always `Bearer`.")
-}
-
 fn provider_type_schema() -> utoipa::openapi::ObjectBuilder {
     string_enum(&["credentials", "oauth"], "`credentials` or `oauth`.")
-}
-
-/// A new session: its first access token and its refresh token.
-pub(crate) struct Started {
-    pub issued: IssuedToken,
-    pub refresh: String,
-    pub refresh_expires_at: OffsetDateTime,
-}
-
-/// A new refresh token and the hash the store keeps.
-pub(crate) fn new_refresh_token() -> (String, String) {
-    let token = crate::random::token();
-    let hash = crate::random::token_hash(&token);
-    (token, hash)
-}
-
-/// Creates a session record for `user` (who proved who they are at `auth_time`), lasting as long
-/// as its refresh token, and signs its first access token.
-pub(crate) async fn new_session(
-    state: &AppState,
-    req: &HttpRequest,
-    ip: ClientIp,
-    user: &User,
-    auth_time: OffsetDateTime,
-) -> Result<Started, ApiError> {
-    let now = clock::now();
-    let user_agent = req
-        .headers()
-        .get(actix_web::http::header::USER_AGENT)
-        .and_then(|v| v.to_str().ok())
-        .map(|ua| ua.chars().take(256).collect());
-    let refresh_expires_at = now + state.settings.refresh_ttl;
-    let record = SessionRecord {
-        id: Uuid::new_v4(),
-        user_id: user.id,
-        created_at: now,
-        last_used_at: now,
-        expires_at: refresh_expires_at,
-        auth_time,
-        user_agent,
-        ip: Some(ip.0.to_string()),
-    };
-    let (refresh, hash) = new_refresh_token();
-    match state
-        .store
-        .create_session_with_refresh(&record, &hash, user.credential_version)
-        .await
-    {
-        // The user was deleted while signing in, or their credential changed since it was
-        // checked (a password change, a reset, a takeover clean-up): no session starts.
-        Err(StoreError::Conflict) => return Err(ApiError::Unauthenticated),
-        other => other?,
-    }
-    Ok(Started {
-        issued: state.jwt.issue(user, &record, now)?,
-        refresh,
-        refresh_expires_at,
-    })
-}
-
-/// The `{user, session}` body; the refresh token appears in it for apps only.
-pub(crate) fn auth_response(user: &User, started: &Started, client: ClientKind) -> AuthResponse {
-    let app = client == ClientKind::App;
-    AuthResponse {
-        user: UserBody::from(user),
-        session: SessionBody {
-            access_token: started.issued.token.clone(),
-            token_type: "Bearer",
-            expires_at: rfc3339(started.issued.expires_at),
-            expires_in: started.issued.expires_in,
-            refresh_token: app.then(|| started.refresh.clone()),
-            refresh_expires_at: app.then(|| rfc3339(started.refresh_expires_at)),
-        },
-    }
-}
-
-/// The session and refresh cookies of a browser client.
-pub(crate) fn session_cookies(
-    state: &AppState,
-    started: &Started,
-) -> [actix_web::cookie::Cookie<'static>; 2] {
-    let left = (started.refresh_expires_at - clock::now()).whole_milliseconds();
-    let refresh_secs = ((left + 999) / 1000).max(0) as u64;
-    [
-        state
-            .cookies
-            .session(started.issued.token.clone(), started.issued.expires_in),
-        state.cookies.refresh(started.refresh.clone(), refresh_secs),
-    ]
-}
-
-/// Answers with a session: cookies for browsers, tokens in the body for apps.
-pub(crate) fn session_answer(
-    state: &AppState,
-    user: &User,
-    started: &Started,
-    client: ClientKind,
-    status: StatusCode,
-) -> HttpResponse {
-    let mut res = HttpResponse::build(status);
-    if client == ClientKind::Browser {
-        for cookie in session_cookies(state, started) {
-            res.cookie(cookie);
-        }
-    }
-    res.json(auth_response(user, started, client))
-}
-
-/// Signs `user` in now.
-pub(crate) async fn start_session(
-    state: &AppState,
-    req: &HttpRequest,
-    ip: ClientIp,
-    user: &User,
-    client: ClientKind,
-    status: StatusCode,
-) -> Result<HttpResponse, ApiError> {
-    let started = new_session(state, req, ip, user, clock::now()).await?;
-    Ok(session_answer(state, user, &started, client, status))
 }
 
 /// Create an account and sign in.

@@ -13,11 +13,15 @@ use super::{
     resource, UserBody,
 };
 use crate::{
+    accounts,
     auth::{ClientIp, CurrentUser},
     clock,
-    domain::{AuthProvider, Email, Password, User, UserId},
+    domain::{Email, Password, User, UserId},
     error::ApiError,
-    mail::{Mail, MailError},
+    mail::{
+        notices::{message, notify},
+        MailError,
+    },
     state::AppState,
 };
 
@@ -91,7 +95,7 @@ fn link_base(state: &AppState, redirect: Option<&str>) -> Result<url::Url, ApiEr
             // A link opens in a mail reader's browser: never an app's custom scheme, whose
             // handler any app on the device can claim.
             let web = matches!(url.scheme(), "http" | "https");
-            if web && super::oauth::callback_allowed(state, &url) {
+            if web && state.settings.callback_allowed(&url) {
                 Ok(url)
             } else {
                 Err(ApiError::InvalidCallbackUrl)
@@ -126,38 +130,6 @@ async fn new_link(
     Ok(link.to_string())
 }
 
-fn html_escape(text: &str) -> String {
-    text.replace('&', "&amp;")
-        .replace('<', "&lt;")
-        .replace('>', "&gt;")
-        .replace('"', "&quot;")
-}
-
-/// A message with one call to action, in text and HTML.
-fn message(to: &Email, subject: &str, lines: &[&str], link: Option<(&str, &str)>) -> Mail {
-    let mut text = lines.join("\n\n");
-    let mut html = lines
-        .iter()
-        .map(|l| format!("<p>{}</p>", html_escape(l)))
-        .collect::<String>();
-    if let Some((label, url)) = link {
-        text.push_str(&format!("\n\n{label}:\n{url}\n"));
-        html.push_str(&format!(
-            "<p><a href=\"{0}\">{1}</a></p><p>{0}</p>",
-            html_escape(url),
-            html_escape(label)
-        ));
-    }
-    text.push_str("\n\nIf you did not ask for this, you can ignore this message.\n");
-    html.push_str("<p>If you did not ask for this, you can ignore this message.</p>");
-    Mail {
-        to: to.clone(),
-        subject: subject.to_owned(),
-        text,
-        html: format!("<!doctype html><html><body>{html}</body></html>"),
-    }
-}
-
 fn mail_failed(e: MailError) -> ApiError {
     match e {
         MailError::Unavailable => ApiError::MailUnavailable,
@@ -166,63 +138,6 @@ fn mail_failed(e: MailError) -> ApiError {
             ApiError::internal(anyhow::anyhow!("mail delivery failed"))
         }
     }
-}
-
-/// Mails a security notice without holding up the request; a failure is logged.
-pub(crate) fn notify(state: &AppState, user: &User, subject: &'static str, what: &str) {
-    if state.mailer.mail_unavailable() {
-        return;
-    }
-    let mail = message(
-        &user.email,
-        subject,
-        &[
-            what,
-            "If this was not you, reset your password and sign out everywhere.",
-        ],
-        None,
-    );
-    let (mailer, id) = (state.mailer.clone(), user.id);
-    tokio::spawn(async move {
-        if let Err(e) = mailer.send(mail).await {
-            log::warn!("notice to user {id} not delivered: {e}");
-        }
-    });
-}
-
-/// The first proof of a user's address (a verification or reset link, a provider identity that
-/// vouches for it): every sign-in method attached while it was unproven, but `keep` (the
-/// vouching identity), is removed. If anything was, every session has ended, and the owner is
-/// told. Nothing happens when the address was proven before.
-pub(crate) async fn first_proof(
-    state: &AppState,
-    user: &User,
-    keep: Option<(AuthProvider, &str)>,
-) -> Result<(), ApiError> {
-    let removed = state.store.prove_email(user.id, clock::now(), keep).await?;
-    let Some(removed) = removed.filter(|r| !r.is_empty()) else {
-        return Ok(());
-    };
-    let names: Vec<&str> = removed.iter().map(|p| p.as_str()).collect();
-    log::warn!(
-        "user {}: address proven; sign-in methods added while it was unproven removed ({}), every session ended",
-        user.id,
-        names.join(", ")
-    );
-    let what = format!(
-        "Your email address was just proven to belong to you. Sign-in methods that were added to \
-         the account while the address was unproven were removed ({}), and every session was \
-         ended. If you did not add them, someone may have prepared the account before you: your \
-         password stays as it is, so reset it if you did not choose it yourself.",
-        names.join(", ")
-    );
-    notify(
-        state,
-        user,
-        "Sign-in methods were removed from your account",
-        &what,
-    );
-    Ok(())
 }
 
 /// Mail a verification link to the signed-in user.
@@ -309,7 +224,7 @@ pub async fn verify_email(
     let ip = ClientIp::resolve(&req, &state.settings.trusted_proxies);
     state.limiter.credential_request(ip).await?;
     let user = spend(&state, VERIFY_KIND, &body.token).await?;
-    first_proof(&state, &user, None).await?;
+    accounts::first_proof(&state, &user, None).await?;
     let user = state
         .store
         .user_by_id(user.id)
@@ -443,9 +358,9 @@ pub async fn reset_password(
         return Err(ApiError::InvalidToken);
     }
     // The link reached the mailbox: the address is proven too.
-    first_proof(&state, &user, None).await?;
+    accounts::first_proof(&state, &user, None).await?;
     notify(
-        &state,
+        &state.mailer,
         &user,
         "Your password was changed",
         "The password of your account was just reset with a link sent to this address.",

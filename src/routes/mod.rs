@@ -6,6 +6,7 @@ use utoipa::ToSchema;
 
 use crate::{clock::rfc3339, domain::User, error::ApiError};
 
+pub mod answers;
 pub mod api_keys;
 pub mod auth;
 pub mod docs;

@@ -15,11 +15,12 @@ use time::OffsetDateTime;
 use utoipa::{IntoParams, ToSchema};
 
 use super::{
-    auth::{new_session, session_answer, session_cookies, AuthResponse, ClientKind},
+    answers::{origin, session_answer, session_cookies, AuthResponse, ClientKind},
     json::ApiJson,
     resource, UserBody,
 };
 use crate::{
+    accounts,
     auth::{
         oauth_flow::{Flow, FLOW_TTL_SECS},
         ClientIp, CurrentUser,
@@ -27,6 +28,8 @@ use crate::{
     clock,
     domain::{AuthProvider, Email, User, UserId, UserName},
     error::ApiError,
+    mail::notices::notify,
+    sessions,
     state::AppState,
     store::{NewUser, StoreError},
 };
@@ -105,18 +108,6 @@ fn enabled(state: &AppState, raw: &str) -> Result<AuthProvider, ApiError> {
     }
 }
 
-/// Whether `url` may receive the user: an allowed origin (any path) or an exact URL.
-pub(crate) fn callback_allowed(state: &AppState, url: &url::Url) -> bool {
-    let settings = &state.settings;
-    let exact = url.to_string();
-    let origin = crate::config::origin_of(url);
-    settings.app_callbacks.contains(&exact)
-        || settings
-            .callback_allowlist
-            .iter()
-            .any(|e| *e == exact || (matches!(url.scheme(), "http" | "https") && *e == origin))
-}
-
 /// Start a sign-in with a provider: redirects to its authorize page.
 #[utoipa::path(get, path = "/api/auth/signin/{provider}", tag = "oauth",
     params(("provider" = inline(super::OAuthProviderName), Path, description = "`github` or `google`"), SigninQuery),
@@ -144,7 +135,7 @@ pub async fn oauth_signin(
         Some(raw) => url::Url::parse(raw).map_err(|_| ApiError::InvalidCallbackUrl)?,
         None => state.settings.public_url.clone(),
     };
-    if !callback_allowed(&state, &callback) {
+    if !state.settings.callback_allowed(&callback) {
         return Err(ApiError::InvalidCallbackUrl);
     }
     let is_app = state.settings.app_callbacks.contains(&callback.to_string());
@@ -328,7 +319,7 @@ async fn resolve_account(state: &AppState, identity: &Identity) -> Result<User, 
         {
             let proves = identity.vouched && identity.email.as_ref() == Some(&user.email);
             if proves && user.email_verified.is_none() {
-                super::email::first_proof(state, &user, this).await?;
+                accounts::first_proof(state, &user, this).await?;
                 return store
                     .user_by_id(user.id)
                     .await?
@@ -357,7 +348,7 @@ async fn resolve_account(state: &AppState, identity: &Identity) -> Result<User, 
                             // proved it, the provider now does. The owner takes the account:
                             // what was attached while it was unproven goes, so does the unproven
                             // password, and every session of it ends.
-                            super::email::first_proof(state, &user, this).await?;
+                            accounts::first_proof(state, &user, this).await?;
                             if user.password_hash.is_some() {
                                 store.change_password(user.id, None, None, now).await?;
                                 log::warn!(
@@ -367,8 +358,8 @@ async fn resolve_account(state: &AppState, identity: &Identity) -> Result<User, 
                                 );
                             }
                         }
-                        super::email::notify(
-                            state,
+                        notify(
+                            &state.mailer,
                             &user,
                             "A sign-in provider was linked to your account",
                             match identity.provider {
@@ -565,7 +556,7 @@ async fn callback(
         );
         return Ok(redirect(&with_param(&flow.callback_url, "code", &one_time)?).finish());
     }
-    let started = new_session(state, req, ip, &user, now).await?;
+    let started = sessions::start(state, &origin(req, ip), &user, now).await?;
     log::info!("user {} signed in with {}", user.id, provider.as_str());
     let mut res = redirect(&flow.callback_url);
     for cookie in session_cookies(state, &started) {
@@ -626,7 +617,7 @@ pub async fn exchange_code(
     // The session may start only at the version the callback saw.
     user.credential_version = data.credential_version;
     let auth_time = OffsetDateTime::from_unix_timestamp(data.auth_time).unwrap_or(now);
-    let started = new_session(&state, &req, ip, &user, auth_time).await?;
+    let started = sessions::start(&state, &origin(&req, ip), &user, auth_time).await?;
     log::info!("user {} exchanged a one-time code", user.id);
     Ok(session_answer(
         &state,

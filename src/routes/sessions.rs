@@ -12,7 +12,7 @@ use utoipa::ToSchema;
 use uuid::Uuid;
 
 use super::{
-    auth::{new_refresh_token, session_answer, AuthResponse, ClientKind, Started},
+    answers::{session_answer, AuthResponse, ClientKind},
     json::OptionalJson,
     resource,
 };
@@ -20,6 +20,8 @@ use crate::{
     auth::{cookies::REFRESH_COOKIE, csrf, ClientIp, CurrentUser},
     clock::{self, rfc3339},
     error::ApiError,
+    mail::notices::notify,
+    sessions::{new_refresh_token, Started},
     state::AppState,
     store::{RefreshState, SessionRecord},
 };
@@ -248,8 +250,8 @@ async fn revoke_reused(
     log::warn!("a spent refresh token was presented again: session {session} revoked");
     if let Some(user) = user {
         if let Some(user) = state.store.user_by_id(user).await? {
-            super::email::notify(
-                state,
+            notify(
+                &state.mailer,
                 &user,
                 "A signed-in device was signed out",
                 "A refresh token of one of your sessions was used twice, which means it may have \

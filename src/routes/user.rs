@@ -13,6 +13,7 @@ use crate::{
     clock,
     domain::{FieldError, FieldErrors, Password, User, UserName},
     error::ApiError,
+    mail::notices::notify,
     state::AppState,
     store::ProfileUpdate,
 };
@@ -218,8 +219,8 @@ pub async fn change_password(
     {
         return Err(ApiError::Unauthenticated);
     }
-    super::email::notify(
-        &state,
+    notify(
+        &state.mailer,
         &user,
         "Your password was changed",
         if user.has_password() {
