@@ -9,20 +9,32 @@ use crate::{
     state::AppState,
 };
 
-/// The first proof of a user's address (a verification or reset link, a provider identity that
-/// vouches for it): every sign-in method attached while it was unproven, but `keep` (the
-/// vouching identity), is removed. If anything was, every session has ended, and the owner is
-/// told. Nothing happens when the address was proven before.
-pub async fn first_proof(
-    state: &AppState,
-    user: &User,
-    keep: Option<(AuthProvider, &str)>,
-) -> Result<(), ApiError> {
-    let removed = state.store.prove_email(user.id, clock::now(), keep).await?;
+/// How a proof of the address arrived.
+#[derive(Debug, Clone, Copy)]
+pub enum Proof<'a> {
+    /// A verification or reset link reached the mailbox.
+    Link,
+    /// A provider identity vouches for the address: it stays, and a password set while the
+    /// address was unproven goes (the pre-hijacking defence).
+    Identity(AuthProvider, &'a str),
+}
+
+/// The first proof of a user's address: every sign-in method attached while it was unproven (but
+/// the vouching identity) is removed, in one store step. If anything was, every session has
+/// ended, and the owner is told. Nothing happens when the address was proven before.
+pub async fn first_proof(state: &AppState, user: &User, proof: Proof<'_>) -> Result<(), ApiError> {
+    let (keep, remove_password) = match proof {
+        Proof::Link => (None, false),
+        Proof::Identity(provider, account) => (Some((provider, account)), true),
+    };
+    let removed = state
+        .store
+        .prove_email(user.id, clock::now(), keep, remove_password)
+        .await?;
     let Some(removed) = removed.filter(|r| !r.is_empty()) else {
         return Ok(());
     };
-    let names: Vec<&str> = removed.iter().map(|p| p.as_str()).collect();
+    let names: Vec<&str> = removed.iter().copied().map(method_name).collect();
     log::warn!(
         "user {}: address proven; sign-in methods added while it was unproven removed ({}), every session ended",
         user.id,
@@ -42,4 +54,12 @@ pub async fn first_proof(
         &what,
     );
     Ok(())
+}
+
+fn method_name(provider: AuthProvider) -> &'static str {
+    match provider {
+        AuthProvider::Credentials => "password",
+        AuthProvider::Github => "GitHub",
+        AuthProvider::Google => "Google",
+    }
 }

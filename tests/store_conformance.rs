@@ -78,6 +78,10 @@ conformance!(
     no_session_started_at_the_old_version_survives_a_concurrent_password_change,
     the_first_proof_removes_identities_attached_while_unproven_and_ends_sessions,
     a_proof_that_removes_nothing_keeps_the_sessions_and_a_second_proof_does_nothing,
+    a_vouching_proof_removes_the_password_with_the_identities_in_one_step,
+    a_change_expecting_an_old_version_or_keeping_an_ended_session_changes_nothing,
+    delete_user_expecting_an_old_version_deletes_nothing,
+    unlinking_an_identity_moves_the_credential_version,
     delete_user_removes_the_user_and_its_sessions_and_is_false_the_second_time,
     a_created_session_reads_back_equal,
     a_session_reads_as_absent_from_its_expiry_on,
@@ -563,7 +567,14 @@ async fn change_password_sets_and_removes_the_hash(store: Arc<dyn Store>) {
 
     let t1 = t0 + Duration::seconds(1);
     assert!(store
-        .change_password(id, Some("$2b$12$new-hash"), None, t1)
+        .change_password(
+            id,
+            CredentialChange {
+                hash: Some("$2b$12$new-hash"),
+                ..CredentialChange::default()
+            },
+            t1,
+        )
         .await
         .unwrap());
     let user = store.user_by_id(id).await.unwrap().unwrap();
@@ -572,7 +583,16 @@ async fn change_password_sets_and_removes_the_hash(store: Arc<dyn Store>) {
     assert_eq!(user.updated_at, t1);
 
     let t2 = t1 + Duration::seconds(1);
-    assert!(store.change_password(id, None, None, t2).await.unwrap());
+    assert!(store
+        .change_password(
+            id,
+            CredentialChange {
+                ..CredentialChange::default()
+            },
+            t2,
+        )
+        .await
+        .unwrap());
     let user = store.user_by_id(id).await.unwrap().unwrap();
     assert_eq!(user.password_hash, None);
     assert!(!user.providers().contains(&AuthProvider::Credentials));
@@ -584,7 +604,14 @@ async fn change_password_of_an_unknown_user_is_false(store: Arc<dyn Store>) {
     let known = create(&store, "ada@example.com", moment()).await;
 
     let changed = store
-        .change_password(UserId::new(), Some("$2b$12$new-hash"), None, moment())
+        .change_password(
+            UserId::new(),
+            CredentialChange {
+                hash: Some("$2b$12$new-hash"),
+                ..CredentialChange::default()
+            },
+            moment(),
+        )
         .await
         .unwrap();
 
@@ -606,7 +633,7 @@ async fn delete_user_removes_the_user_and_its_sessions_and_is_false_the_second_t
     let other_session = session_for(other.id, now);
     store.create_session(&other_session).await.unwrap();
 
-    assert!(store.delete_user(doomed.id).await.unwrap());
+    assert!(store.delete_user(doomed.id, None).await.unwrap());
 
     assert!(store.user_by_id(doomed.id).await.unwrap().is_none());
     assert!(store.user_by_email(&doomed.email).await.unwrap().is_none());
@@ -614,7 +641,7 @@ async fn delete_user_removes_the_user_and_its_sessions_and_is_false_the_second_t
         assert!(store.session(s.user_id, s.id, now).await.unwrap().is_none());
     }
     assert_eq!(store.end_user_sessions(doomed.id, None).await.unwrap(), 0);
-    assert!(!store.delete_user(doomed.id).await.unwrap());
+    assert!(!store.delete_user(doomed.id, None).await.unwrap());
 
     // Someone else's user and session are untouched.
     assert!(store.user_by_id(other.id).await.unwrap().is_some());
@@ -940,7 +967,7 @@ async fn session_with_user_is_absent_once_the_session_ends_expires_or_the_user_i
     assert!(absent(short.id, short.expires_at).await);
     assert!(!absent(kept.id, now).await);
 
-    assert!(store.delete_user(user.id).await.unwrap());
+    assert!(store.delete_user(user.id, None).await.unwrap());
     assert!(absent(kept.id, now).await);
 }
 
@@ -1191,7 +1218,15 @@ async fn change_password_moves_the_version_ends_other_sessions_and_spends_reset_
     }
 
     assert!(store
-        .change_password(user.id, Some("$2b$12$changed"), Some(kept.id), now)
+        .change_password(
+            user.id,
+            CredentialChange {
+                hash: Some("$2b$12$changed"),
+                keep: Some(kept.id),
+                expected_version: None
+            },
+            now,
+        )
         .await
         .unwrap());
 
@@ -1251,7 +1286,13 @@ async fn change_password_moves_the_version_ends_other_sessions_and_spends_reset_
 
     // Without a session to keep, every session ends.
     assert!(store
-        .change_password(user.id, None, None, now)
+        .change_password(
+            user.id,
+            CredentialChange {
+                ..CredentialChange::default()
+            },
+            now,
+        )
         .await
         .unwrap());
     assert!(store.user_sessions(user.id, now).await.unwrap().is_empty());
@@ -1272,7 +1313,14 @@ async fn rehash_password_replaces_the_hash_only_at_the_version_read(store: Arc<d
     assert_eq!(rehashed.credential_version, user.credential_version);
 
     store
-        .change_password(user.id, Some("$2b$12$new-password"), None, now)
+        .change_password(
+            user.id,
+            CredentialChange {
+                hash: Some("$2b$12$new-password"),
+                ..CredentialChange::default()
+            },
+            now,
+        )
         .await
         .unwrap();
     // A re-hash of the old password that comes late never overwrites the new one.
@@ -1292,7 +1340,14 @@ async fn a_session_starts_only_at_the_users_current_credential_version(store: Ar
     let now = moment();
     let user = create(&store, "ada@example.com", now).await;
     store
-        .change_password(user.id, Some("$2b$12$new"), None, now)
+        .change_password(
+            user.id,
+            CredentialChange {
+                hash: Some("$2b$12$new"),
+                ..CredentialChange::default()
+            },
+            now,
+        )
         .await
         .unwrap();
     let current = store.user_by_id(user.id).await.unwrap().unwrap();
@@ -1348,7 +1403,14 @@ async fn no_session_started_at_the_old_version_survives_a_concurrent_password_ch
         .collect();
     barrier.wait().await;
     assert!(store
-        .change_password(user.id, Some("$2b$12$changed"), None, now)
+        .change_password(
+            user.id,
+            CredentialChange {
+                hash: Some("$2b$12$changed"),
+                ..CredentialChange::default()
+            },
+            now,
+        )
         .await
         .unwrap());
     let mut results = Vec::new();
@@ -1386,7 +1448,12 @@ async fn the_first_proof_removes_identities_attached_while_unproven_and_ends_ses
 
     let at = now + Duration::seconds(1);
     let removed = store
-        .prove_email(user.id, at, Some((AuthProvider::Google, "google-owner")))
+        .prove_email(
+            user.id,
+            at,
+            Some((AuthProvider::Google, "google-owner")),
+            false,
+        )
         .await
         .unwrap();
 
@@ -1432,7 +1499,7 @@ async fn a_proof_that_removes_nothing_keeps_the_sessions_and_a_second_proof_does
         .unwrap();
 
     assert_eq!(
-        store.prove_email(user.id, now, None).await.unwrap(),
+        store.prove_email(user.id, now, None, false).await.unwrap(),
         Some(vec![])
     );
     let proven = store.user_by_id(user.id).await.unwrap().unwrap();
@@ -1450,14 +1517,216 @@ async fn a_proof_that_removes_nothing_keeps_the_sessions_and_a_second_proof_does
         .await
         .unwrap();
     let later = now + Duration::seconds(5);
-    assert_eq!(store.prove_email(user.id, later, None).await.unwrap(), None);
+    assert_eq!(
+        store
+            .prove_email(user.id, later, None, false)
+            .await
+            .unwrap(),
+        None
+    );
     let after = store.user_by_id(user.id).await.unwrap().unwrap();
     assert_eq!(after.email_verified, Some(now));
     assert_eq!(after.linked, vec![AuthProvider::Github]);
     assert_eq!(
-        store.prove_email(UserId::new(), now, None).await.unwrap(),
+        store
+            .prove_email(UserId::new(), now, None, false)
+            .await
+            .unwrap(),
         None
     );
+}
+
+async fn a_vouching_proof_removes_the_password_with_the_identities_in_one_step(
+    store: Arc<dyn Store>,
+) {
+    let now = moment();
+    let user = create(&store, "ada@example.com", now).await;
+    store
+        .link_identity(user.id, AuthProvider::Github, "gh-owner", now)
+        .await
+        .unwrap();
+    store
+        .link_identity(user.id, AuthProvider::Google, "google-early", now)
+        .await
+        .unwrap();
+    let session = session_for(user.id, now);
+    store
+        .create_session_with_refresh(&session, "h", 0)
+        .await
+        .unwrap();
+
+    let removed = store
+        .prove_email(user.id, now, Some((AuthProvider::Github, "gh-owner")), true)
+        .await
+        .unwrap();
+
+    assert_eq!(
+        removed,
+        Some(vec![AuthProvider::Credentials, AuthProvider::Google])
+    );
+    let proven = store.user_by_id(user.id).await.unwrap().unwrap();
+    assert_eq!(proven.password_hash, None);
+    assert_eq!(proven.providers(), vec![AuthProvider::Github]);
+    assert!(proven.credential_version > user.credential_version);
+    assert!(store.user_sessions(user.id, now).await.unwrap().is_empty());
+
+    // Without a password to remove, a vouching proof removes nothing more and ends nothing.
+    let other = store
+        .create_user_with_identity(
+            NewUser {
+                password_hash: None,
+                ..new_user("grace@example.com", now)
+            },
+            AuthProvider::Github,
+            "gh-grace",
+        )
+        .await
+        .unwrap();
+    let kept = session_for(other.id, now);
+    store
+        .create_session_with_refresh(&kept, "k", 0)
+        .await
+        .unwrap();
+    assert_eq!(
+        store
+            .prove_email(
+                other.id,
+                now,
+                Some((AuthProvider::Github, "gh-grace")),
+                true
+            )
+            .await
+            .unwrap(),
+        Some(vec![])
+    );
+    assert!(store
+        .session(other.id, kept.id, now)
+        .await
+        .unwrap()
+        .is_some());
+}
+
+async fn a_change_expecting_an_old_version_or_keeping_an_ended_session_changes_nothing(
+    store: Arc<dyn Store>,
+) {
+    let now = moment();
+    let user = create(&store, "ada@example.com", now).await;
+    let session = session_for(user.id, now);
+    store
+        .create_session_with_refresh(&session, "h", 0)
+        .await
+        .unwrap();
+    // A reset answers first...
+    assert!(store
+        .change_password(
+            user.id,
+            CredentialChange {
+                hash: Some("$2b$12$owner"),
+                ..CredentialChange::default()
+            },
+            now,
+        )
+        .await
+        .unwrap());
+    // ...then a change that verified the old password lands: it changes nothing.
+    assert!(!store
+        .change_password(
+            user.id,
+            CredentialChange {
+                hash: Some("$2b$12$attacker"),
+                keep: None,
+                expected_version: Some(user.credential_version),
+            },
+            now,
+        )
+        .await
+        .unwrap());
+    let after = store.user_by_id(user.id).await.unwrap().unwrap();
+    assert_eq!(after.password_hash.as_deref(), Some("$2b$12$owner"));
+
+    // Keeping a session that has ended: nothing changes either.
+    assert!(!store
+        .change_password(
+            user.id,
+            CredentialChange {
+                hash: Some("$2b$12$attacker"),
+                keep: Some(session.id),
+                expected_version: Some(after.credential_version),
+            },
+            now,
+        )
+        .await
+        .unwrap());
+    let still = store.user_by_id(user.id).await.unwrap().unwrap();
+    assert_eq!(still.password_hash.as_deref(), Some("$2b$12$owner"));
+    assert_eq!(still.credential_version, after.credential_version);
+
+    // At the right version and with a live session, it goes through and keeps that session.
+    let live = session_for(user.id, now);
+    store
+        .create_session_with_refresh(&live, "live", after.credential_version)
+        .await
+        .unwrap();
+    assert!(store
+        .change_password(
+            user.id,
+            CredentialChange {
+                hash: Some("$2b$12$next"),
+                keep: Some(live.id),
+                expected_version: Some(after.credential_version),
+            },
+            now,
+        )
+        .await
+        .unwrap());
+    assert!(store
+        .session(user.id, live.id, now)
+        .await
+        .unwrap()
+        .is_some());
+}
+
+async fn delete_user_expecting_an_old_version_deletes_nothing(store: Arc<dyn Store>) {
+    let now = moment();
+    let user = create(&store, "ada@example.com", now).await;
+    store
+        .change_password(user.id, CredentialChange::default(), now)
+        .await
+        .unwrap();
+    assert!(!store
+        .delete_user(user.id, Some(user.credential_version))
+        .await
+        .unwrap());
+    let current = store.user_by_id(user.id).await.unwrap().unwrap();
+    assert!(store
+        .delete_user(user.id, Some(current.credential_version))
+        .await
+        .unwrap());
+    assert!(store.user_by_id(user.id).await.unwrap().is_none());
+}
+
+async fn unlinking_an_identity_moves_the_credential_version(store: Arc<dyn Store>) {
+    let now = moment();
+    let user = create(&store, "ada@example.com", now).await;
+    store
+        .link_identity(user.id, AuthProvider::Github, "gh", now)
+        .await
+        .unwrap();
+    let before = store.user_by_id(user.id).await.unwrap().unwrap();
+    assert!(store
+        .unlink_identity(user.id, AuthProvider::Github)
+        .await
+        .unwrap());
+    let after = store.user_by_id(user.id).await.unwrap().unwrap();
+    assert!(after.credential_version > before.credential_version);
+    // A sign-in with the unlinked identity that was in flight starts no session.
+    let late = session_for(user.id, now);
+    assert!(matches!(
+        store
+            .create_session_with_refresh(&late, "late", before.credential_version)
+            .await,
+        Err(StoreError::Conflict)
+    ));
 }
 
 // ---- rate events ----
@@ -2154,7 +2423,7 @@ async fn delete_user_deletes_the_users_api_keys(store: Arc<dyn Store>) {
     .await;
     assert_eq!(store.count_api_keys().await.unwrap(), 3);
 
-    assert!(store.delete_user(doomed.id).await.unwrap());
+    assert!(store.delete_user(doomed.id, None).await.unwrap());
 
     assert_eq!(store.api_keys(doomed.id).await.unwrap(), vec![]);
     assert_eq!(store.count_api_keys().await.unwrap(), 1);
@@ -2606,7 +2875,7 @@ async fn delete_user_removes_the_users_identities_and_frees_them(store: Arc<dyn 
     )
     .await;
 
-    assert!(store.delete_user(doomed.id).await.unwrap());
+    assert!(store.delete_user(doomed.id, None).await.unwrap());
 
     assert_eq!(
         identity_owner(&store, AuthProvider::Github, "gh-1").await,
@@ -2813,7 +3082,7 @@ async fn delete_user_removes_the_users_tokens(store: Arc<dyn Store>) {
     put(&store, "oauth_code", "o1", Some(other.id), "o1", expires_at).await;
     put(&store, "oauth_state", "a1", None, "a1", expires_at).await;
 
-    assert!(store.delete_user(doomed.id).await.unwrap());
+    assert!(store.delete_user(doomed.id, None).await.unwrap());
 
     assert_eq!(
         store.take_token("oauth_code", "d1", now).await.unwrap(),

@@ -13,7 +13,7 @@ use super::{
     resource, UserBody,
 };
 use crate::{
-    accounts,
+    accounts::{self, Proof},
     auth::{ClientIp, CurrentUser},
     clock,
     domain::{Email, Password, User, UserId},
@@ -23,6 +23,7 @@ use crate::{
         MailError,
     },
     state::AppState,
+    store::CredentialChange,
 };
 
 pub fn configure(cfg: &mut web::ServiceConfig) {
@@ -224,7 +225,7 @@ pub async fn verify_email(
     let ip = ClientIp::resolve(&req, &state.settings.trusted_proxies);
     state.limiter.credential_request(ip).await?;
     let user = spend(&state, VERIFY_KIND, &body.token).await?;
-    accounts::first_proof(&state, &user, None).await?;
+    accounts::first_proof(&state, &user, Proof::Link).await?;
     let user = state
         .store
         .user_by_id(user.id)
@@ -352,13 +353,20 @@ pub async fn reset_password(
     // credential version moved so that a sign-in in flight with the old password starts none.
     if !state
         .store
-        .change_password(user.id, Some(&hash), None, clock::now())
+        .change_password(
+            user.id,
+            CredentialChange {
+                hash: Some(&hash),
+                ..CredentialChange::default()
+            },
+            clock::now(),
+        )
         .await?
     {
         return Err(ApiError::InvalidToken);
     }
     // The link reached the mailbox: the address is proven too.
-    accounts::first_proof(&state, &user, None).await?;
+    accounts::first_proof(&state, &user, Proof::Link).await?;
     notify(
         &state.mailer,
         &user,

@@ -20,7 +20,7 @@ use super::{
     resource, UserBody,
 };
 use crate::{
-    accounts,
+    accounts::{self, Proof},
     auth::{
         oauth_flow::{Flow, FLOW_TTL_SECS},
         ClientIp, CurrentUser,
@@ -311,7 +311,7 @@ fn usable_image(raw: Option<&str>) -> Option<String> {
 /// only when the provider reports it verified.
 async fn resolve_account(state: &AppState, identity: &Identity) -> Result<User, ApiError> {
     let store = &state.store;
-    let this = Some((identity.provider, identity.account_id.as_str()));
+    let this = Proof::Identity(identity.provider, &identity.account_id);
     for _ in 0..2 {
         if let Some(user) = store
             .user_by_identity(identity.provider, &identity.account_id)
@@ -346,17 +346,9 @@ async fn resolve_account(state: &AppState, identity: &Identity) -> Result<User, 
                         if user.email_verified.is_none() {
                             // Pre-hijacking defence: whoever registered this address first never
                             // proved it, the provider now does. The owner takes the account:
-                            // what was attached while it was unproven goes, so does the unproven
-                            // password, and every session of it ends.
+                            // what was attached while it was unproven goes, the unproven password
+                            // too, and every session of it ends, all in one store step.
                             accounts::first_proof(state, &user, this).await?;
-                            if user.password_hash.is_some() {
-                                store.change_password(user.id, None, None, now).await?;
-                                log::warn!(
-                                    "user {}: unverified password removed and every session ended by a vouched {} identity",
-                                    user.id,
-                                    identity.provider.as_str()
-                                );
-                            }
                         }
                         notify(
                             &state.mailer,

@@ -15,7 +15,7 @@ use crate::{
     error::ApiError,
     mail::notices::notify,
     state::AppState,
-    store::ProfileUpdate,
+    store::{CredentialChange, ProfileUpdate},
 };
 
 pub fn configure(cfg: &mut web::ServiceConfig) {
@@ -214,7 +214,17 @@ pub async fn change_password(
     // credential version moved so that a sign-in in flight with the old password starts none.
     if !state
         .store
-        .change_password(user.id, Some(&hash), Some(current.session_id), clock::now())
+        .change_password(
+            user.id,
+            CredentialChange {
+                hash: Some(&hash),
+                keep: Some(current.session_id),
+                // Only the credential the step-up check verified: a reset or an address
+                // clean-up that answered meanwhile wins, and this request changes nothing.
+                expected_version: Some(user.credential_version),
+            },
+            clock::now(),
+        )
         .await?
     {
         return Err(ApiError::Unauthenticated);
@@ -266,7 +276,14 @@ pub async fn delete_user(
         "password",
     )
     .await?;
-    state.store.delete_user(user.id).await?;
+    // Only while the credential is the one just verified (a reset meanwhile wins).
+    if !state
+        .store
+        .delete_user(user.id, Some(user.credential_version))
+        .await?
+    {
+        return Err(ApiError::Unauthenticated);
+    }
     log::info!("user {} deleted their account", user.id);
     Ok(HttpResponse::NoContent()
         .cookie(state.cookies.clear_session())

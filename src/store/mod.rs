@@ -39,6 +39,17 @@ pub struct NewUser {
     pub created_at: OffsetDateTime,
 }
 
+/// A change of a user's password.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct CredentialChange<'a> {
+    /// The new bcrypt hash; `None` removes the password.
+    pub hash: Option<&'a str>,
+    /// The session that asked for the change: it stays, if it is still live.
+    pub keep: Option<Uuid>,
+    /// Only while the credential is still at this version (the one a step-up check verified).
+    pub expected_version: Option<u64>,
+}
+
 /// A profile change; `None` leaves the field as it is.
 #[derive(Default)]
 pub struct ProfileUpdate {
@@ -121,14 +132,14 @@ pub trait UserStore: Send + Sync {
         update: ProfileUpdate,
         now: OffsetDateTime,
     ) -> Result<Option<User>, StoreError>;
-    /// Changes the credential, all in one step: replaces (or with `None` removes) the password
-    /// hash, moves the credential version, ends every session of the user but `keep`, and spends
-    /// every outstanding password-reset token. False when the user is gone.
+    /// Changes the credential, all in one step: replaces (or removes) the password hash, moves
+    /// the credential version, ends every session of the user but `change.keep`, and spends
+    /// every outstanding password-reset token. False (and nothing changed) when the user is gone,
+    /// the version is no longer `change.expected_version`, or the session to keep has ended.
     async fn change_password(
         &self,
         id: UserId,
-        hash: Option<&str>,
-        keep: Option<Uuid>,
+        change: CredentialChange<'_>,
         now: OffsetDateTime,
     ) -> Result<bool, StoreError>;
     /// Replaces the hash with one of the same password (a cost upgrade) only while the credential
@@ -140,21 +151,29 @@ pub trait UserStore: Send + Sync {
         hash: &str,
         version: u64,
     ) -> Result<bool, StoreError>;
-    /// Deletes the user with everything that belongs to them; false when already gone.
-    async fn delete_user(&self, id: UserId) -> Result<bool, StoreError>;
+    /// Deletes the user with everything that belongs to them; false when already gone, or (with
+    /// `expected_version`) when their credential changed since it was checked.
+    async fn delete_user(
+        &self,
+        id: UserId,
+        expected_version: Option<u64>,
+    ) -> Result<bool, StoreError>;
     /// Records that the user proved their address at `at` (kept if already set); false when the
     /// user is gone.
     async fn mark_email_verified(&self, id: UserId, at: OffsetDateTime)
         -> Result<bool, StoreError>;
-    /// The first proof of the user's address: records it at `at` and removes every OAuth identity
-    /// attached while the address was unproven, but `keep` (the identity that proves it, if one
-    /// does). If anything was removed, the credential version moves and every session ends.
-    /// `None` when the address was proven already or the user is gone; else the providers removed.
+    /// The first proof of the user's address, in one step: records it at `at` and removes every
+    /// OAuth identity attached while the address was unproven, but `keep` (the identity that
+    /// proves it, if one does), and with `remove_password` the password too. If anything was
+    /// removed, the credential version moves and every session ends. `None` when the address was
+    /// proven already or the user is gone; else what was removed (`Credentials` for the
+    /// password), sorted.
     async fn prove_email(
         &self,
         id: UserId,
         at: OffsetDateTime,
         keep: Option<(AuthProvider, &str)>,
+        remove_password: bool,
     ) -> Result<Option<Vec<AuthProvider>>, StoreError>;
 }
 

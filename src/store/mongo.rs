@@ -20,7 +20,7 @@ use time::OffsetDateTime;
 use uuid::Uuid;
 
 use super::{
-    EventSlot, EventWindow, IdentityStore, KeyChange, KeyStore, NewUser, ProfileUpdate,
+    CredentialChange, EventSlot, EventWindow, IdentityStore, KeyChange, KeyStore, NewUser, ProfileUpdate,
     RateLimitStore, RefreshState, Reserved, SessionRecord, SessionStore, Store, StoreError,
     StoredKey, TokenRecord, TokenStore, UserStore, MAX_LIVE_SESSIONS, RESET_TOKEN_KIND,
 };
@@ -435,15 +435,16 @@ impl UserStore for MongoStore {
     async fn change_password(
         &self,
         id: UserId,
-        hash: Option<&str>,
-        keep: Option<Uuid>,
+        change: CredentialChange<'_>,
         now: OffsetDateTime,
     ) -> Result<bool, StoreError> {
         let uid = id.to_string();
+        let keep = change.keep;
         // One update of the user document changes the hash, moves the version and ends the
         // sessions (their entries), so a session started meanwhile either went in before it and
         // is ended by it, or comes after it and is refused for its old version. It is made at
-        // the version read, so a concurrent change makes it read again.
+        // the version read (or the one expected), so a concurrent change makes it read again
+        // (or, when a version was expected, refuses).
         for _ in 0..5 {
             let Some(user_doc) = self
                 .bounded(
@@ -455,17 +456,24 @@ impl UserStore for MongoStore {
             else {
                 return Ok(false);
             };
+            let version = cred_version(&user_doc);
+            if change.expected_version.is_some_and(|v| v != version) {
+                return Ok(false);
+            }
             let ended: Vec<Uuid> = session_entries(&user_doc)
                 .map(|(sid, _)| sid)
                 .filter(|sid| Some(*sid) != keep)
                 .collect();
-            let kept = keep.and_then(|k| {
-                session_entries(&user_doc)
-                    .find(|(sid, _)| *sid == k)
-                    .map(|(sid, e)| (sid, e.clone()))
-            });
-            let mut filter = at_version(&uid, cred_version(&user_doc));
-            let mut set = doc! {"password": optional(hash), "updatedAt": bdt(now)};
+            let kept = match keep {
+                Some(k) => match session_entries(&user_doc).find(|(sid, _)| *sid == k) {
+                    Some((sid, entry)) => Some((sid, entry.clone())),
+                    // The session that asked has ended: it changes nothing.
+                    None => return Ok(false),
+                },
+                None => None,
+            };
+            let mut filter = at_version(&uid, version);
+            let mut set = doc! {"password": optional(change.hash), "updatedAt": bdt(now)};
             let mut update = doc! {"$inc": {"credVersion": 1i64}};
             match kept {
                 Some((sid, entry)) => {
@@ -481,6 +489,9 @@ impl UserStore for MongoStore {
                 .bounded(self.users().update_one(filter, update))
                 .await?;
             if result.matched_count != 1 {
+                if change.expected_version.is_some() {
+                    return Ok(false);
+                }
                 continue;
             }
             let ids: Vec<String> = ended.iter().map(Uuid::to_string).collect();
@@ -489,10 +500,14 @@ impl UserStore for MongoStore {
                     .delete_many(doc! {"userId": &uid, "_id": {"$in": ids}}),
             )
             .await?;
-            self.bounded(
-                self.tokens()
-                    .delete_many(doc! {"userId": &uid, "kind": RESET_TOKEN_KIND}),
-            )
+            // Tokens written before they carried their kind are found by their id's prefix.
+            self.bounded(self.tokens().delete_many(doc! {
+                "userId": &uid,
+                "$or": [
+                    {"kind": RESET_TOKEN_KIND},
+                    {"_id": {"$regex": format!("^{RESET_TOKEN_KIND}:")}},
+                ],
+            }))
             .await?;
             return Ok(true);
         }
@@ -545,14 +560,13 @@ impl UserStore for MongoStore {
         id: UserId,
         at: OffsetDateTime,
         keep: Option<(AuthProvider, &str)>,
+        remove_password: bool,
     ) -> Result<Option<Vec<AuthProvider>>, StoreError> {
         let uid = id.to_string();
         let Some(user_doc) = self
-            .bounded(
-                self.users()
-                    .find_one(doc! {"_id": &uid})
-                    .projection(doc! {"emailVerified": 1, "sessions": 1}),
-            )
+            .bounded(self.users().find_one(doc! {"_id": &uid}).projection(
+                doc! {"emailVerified": 1, "sessions": 1, "providers": 1, "password": 1},
+            ))
             .await?
         else {
             return Ok(None);
@@ -560,43 +574,64 @@ impl UserStore for MongoStore {
         if matches!(user_doc.get("emailVerified"), Some(Bson::DateTime(_))) {
             return Ok(None);
         }
-        // The identities go first and the proof is recorded last: a crash half-way leaves the
-        // address unproven, and the next proof finishes the clean-up.
+        // What goes: the identities the user document lists, and those the accounts collection
+        // holds (one identity per provider per user), but the one that proves the address.
+        let keep_provider = keep.map(|(p, _)| p);
+        let mut removed: Vec<AuthProvider> = match user_doc.get("providers") {
+            Some(Bson::Array(items)) => items
+                .iter()
+                .filter_map(Bson::as_str)
+                .filter_map(AuthProvider::parse)
+                .collect(),
+            _ => Vec::new(),
+        };
         let mut accounts = self
             .bounded(self.accounts().find(doc! {"userId": &uid}))
             .await?;
-        let mut removed = Vec::new();
-        let mut removed_ids = Vec::new();
         while let Some(account) = self.bounded(accounts.try_next()).await? {
-            let provider = account
-                .get_str("provider")
-                .ok()
-                .and_then(AuthProvider::parse);
-            let account_id = account.get_str("providerAccountId").unwrap_or_default();
-            if let (Some(provider), Some(_id)) = (provider, account.get("_id")) {
-                if keep != Some((provider, account_id)) {
-                    removed.push(provider);
-                    removed_ids.push(_id.clone());
-                }
+            if let Some(provider) = account.get_str("provider").ok().and_then(AuthProvider::parse) {
+                removed.push(provider);
             }
         }
+        removed.retain(|p| Some(*p) != keep_provider);
+        removed.sort();
+        removed.dedup();
+        let names: Vec<&str> = removed.iter().map(|p| p.as_str()).collect();
+        // The identities first, the user document last: a crash half-way leaves the address
+        // unproven and the document still listing them, so the next proof does it all again.
         if !removed.is_empty() {
             self.bounded(
                 self.accounts()
-                    .delete_many(doc! {"userId": &uid, "_id": {"$in": removed_ids}}),
+                    .delete_many(doc! {"userId": &uid, "provider": {"$in": names.clone()}}),
             )
             .await?;
-            let names: Vec<&str> = removed.iter().map(|p| p.as_str()).collect();
-            self.bounded(self.users().update_one(
-                doc! {"_id": &uid},
-                doc! {
-                    "$pull": {"providers": {"$in": names}},
-                    "$inc": {"credVersion": 1i64},
-                    "$unset": {"sessions": ""},
-                    "$set": {"updatedAt": bdt(at)},
-                },
+        }
+        if remove_password && matches!(user_doc.get("password"), Some(Bson::String(_))) {
+            removed.push(AuthProvider::Credentials);
+            removed.sort();
+        }
+        let mut set = doc! {"emailVerified": bdt(at), "updatedAt": bdt(at)};
+        let mut update = Document::new();
+        if !removed.is_empty() {
+            if removed.contains(&AuthProvider::Credentials) {
+                set.insert("password", Bson::Null);
+            }
+            update.insert("$pull", doc! {"providers": {"$in": names}});
+            update.insert("$inc", doc! {"credVersion": 1i64});
+            update.insert("$unset", doc! {"sessions": ""});
+        }
+        update.insert("$set", set);
+        // Only the first proof: an address proven meanwhile is left as it is.
+        let result = self
+            .bounded(self.users().update_one(
+                doc! {"_id": &uid, "emailVerified": {"$in": [Bson::Null]}},
+                update,
             ))
             .await?;
+        if result.matched_count != 1 {
+            return Ok(None);
+        }
+        if !removed.is_empty() {
             let ended: Vec<String> = session_entries(&user_doc)
                 .map(|(sid, _)| sid.to_string())
                 .collect();
@@ -606,25 +641,28 @@ impl UserStore for MongoStore {
             )
             .await?;
         }
-        let first = self
-            .bounded(self.users().update_one(
-                doc! {"_id": &uid, "emailVerified": {"$in": [Bson::Null]}},
-                doc! {"$set": {"emailVerified": bdt(at), "updatedAt": bdt(at)}},
-            ))
-            .await?;
-        removed.sort();
-        removed.dedup();
-        Ok((first.matched_count == 1 || !removed.is_empty()).then_some(removed))
+        Ok(Some(removed))
     }
 
-    async fn delete_user(&self, id: UserId) -> Result<bool, StoreError> {
+    async fn delete_user(
+        &self,
+        id: UserId,
+        expected_version: Option<u64>,
+    ) -> Result<bool, StoreError> {
         let id = id.to_string();
-        // Sessions first, so that no token outlives its user; identities last, so that a crash
-        // half-way leaves at worst an identity pointing nowhere, which sign-in ignores.
+        // The user document first: it holds the session entries, so every token dies with it,
+        // and with an expected version nothing goes unless it still holds. Identities later, so
+        // that a crash half-way leaves at worst an identity pointing nowhere, which sign-in
+        // ignores, and session records without entries, which are dead.
+        let filter = match expected_version {
+            Some(version) => at_version(&id, version),
+            None => doc! {"_id": &id},
+        };
+        let result = self.bounded(self.users().delete_one(filter)).await?;
+        if result.deleted_count == 0 && expected_version.is_some() {
+            return Ok(false);
+        }
         self.bounded(self.sessions().delete_many(doc! {"userId": &id}))
-            .await?;
-        let result = self
-            .bounded(self.users().delete_one(doc! {"_id": &id}))
             .await?;
         self.bounded(self.accounts().delete_many(doc! {"userId": &id}))
             .await?;
@@ -1198,8 +1236,14 @@ impl IdentityStore for MongoStore {
                 "an account document has a bad userId"
             )));
         };
-        // An identity whose user is gone (a crash half-way through a delete) counts as unknown.
-        self.user_by_id(user).await
+        // An identity whose user is gone (a crash half-way through a delete) counts as unknown,
+        // and so does one the user document no longer lists: an address clean-up removes it
+        // from there in the same update that moves the credential version, so a sign-in that
+        // read the account before the clean-up cannot start a session at the new version.
+        Ok(self
+            .user_by_id(user)
+            .await?
+            .filter(|u| u.linked.contains(&provider)))
     }
 
     async fn create_user_with_identity(
@@ -1276,9 +1320,10 @@ impl IdentityStore for MongoStore {
                     .delete_one(doc! {"userId": &id, "provider": provider.as_str()}),
             )
             .await?;
+        // A sign-in with that identity still in flight starts no session.
         self.bounded(self.users().update_one(
             doc! {"_id": &id},
-            doc! {"$pull": {"providers": provider.as_str()}},
+            doc! {"$pull": {"providers": provider.as_str()}, "$inc": {"credVersion": 1i64}},
         ))
         .await?;
         Ok(result.deleted_count == 1)

@@ -15,9 +15,9 @@ use tokio::sync::Semaphore;
 use uuid::Uuid;
 
 use super::{
-    EventSlot, EventWindow, IdentityStore, KeyChange, KeyStore, NewUser, ProfileUpdate,
-    RateLimitStore, RefreshState, Reserved, SessionRecord, SessionStore, Store, StoreError,
-    StoredKey, TokenRecord, TokenStore, UserStore, MAX_LIVE_SESSIONS, RESET_TOKEN_KIND,
+    CredentialChange, EventSlot, EventWindow, IdentityStore, KeyChange, KeyStore, NewUser,
+    ProfileUpdate, RateLimitStore, RefreshState, Reserved, SessionRecord, SessionStore, Store,
+    StoreError, StoredKey, TokenRecord, TokenStore, UserStore, MAX_LIVE_SESSIONS, RESET_TOKEN_KIND,
 };
 use crate::{
     clock::{from_millis, to_millis},
@@ -109,13 +109,14 @@ impl SqliteStore {
     }
 }
 
-/// Creates the database file readable by its owner only, before SQLite opens it: SQLite gives
-/// the `-wal` and `-shm` files it makes beside it the same mode.
+/// Creates the database file readable by its owner only, before SQLite opens it (SQLite gives
+/// the `-wal` and `-shm` files it makes beside it the same mode), and narrows the mode of files
+/// an older version made readable by others.
 fn create_private(path: &Path) -> Result<(), StoreError> {
     #[cfg(unix)]
     {
-        use std::os::unix::fs::OpenOptionsExt;
-        std::fs::OpenOptions::new()
+        use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+        let file = std::fs::OpenOptions::new()
             .write(true)
             .create(true)
             .truncate(false)
@@ -123,6 +124,19 @@ fn create_private(path: &Path) -> Result<(), StoreError> {
             .open(path)
             .with_context(|| format!("creating {}", path.display()))
             .map_err(StoreError::Other)?;
+        let private = std::fs::Permissions::from_mode(0o600);
+        file.set_permissions(private.clone())
+            .with_context(|| format!("making {} private", path.display()))
+            .map_err(StoreError::Other)?;
+        for suffix in ["-wal", "-shm"] {
+            let mut side = path.as_os_str().to_owned();
+            side.push(suffix);
+            if std::fs::metadata(&side).is_ok() {
+                std::fs::set_permissions(&side, private.clone())
+                    .with_context(|| format!("making {} private", Path::new(&side).display()))
+                    .map_err(StoreError::Other)?;
+            }
+        }
     }
     #[cfg(not(unix))]
     let _ = path;
@@ -457,23 +471,26 @@ impl UserStore for SqliteStore {
     async fn change_password(
         &self,
         id: UserId,
-        hash: Option<&str>,
-        keep: Option<Uuid>,
+        change: CredentialChange<'_>,
         now: OffsetDateTime,
     ) -> Result<bool, StoreError> {
-        let hash = hash.map(str::to_owned);
+        let hash = change.hash.map(str::to_owned);
+        let (keep, expected) = (change.keep, change.expected_version);
         self.run(move |conn| {
             let id = id.to_string();
+            let keep = keep.map(|k| k.to_string());
             let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
             let changed = tx
                 .prepare_cached(
                     "UPDATE users SET password_hash = ?2, updated_at = ?3, \
-                     credential_version = credential_version + 1 WHERE id = ?1",
+                     credential_version = credential_version + 1 \
+                     WHERE id = ?1 AND (?4 IS NULL OR credential_version = ?4) \
+                     AND (?5 IS NULL OR EXISTS (SELECT 1 FROM sessions WHERE id = ?5 AND user_id = ?1))",
                 )?
-                .execute(params![id, hash, to_millis(now)])?;
+                .execute(params![id, hash, to_millis(now), expected.map(|v| v as i64), keep])?;
             if changed == 1 {
                 tx.prepare_cached("DELETE FROM sessions WHERE user_id = ?1 AND id IS NOT ?2")?
-                    .execute(params![id, keep.map(|k| k.to_string())])?;
+                    .execute(params![id, keep])?;
                 tx.prepare_cached("DELETE FROM tokens WHERE user_id = ?1 AND kind = ?2")?
                     .execute(params![id, RESET_TOKEN_KIND])?;
             }
@@ -524,6 +541,7 @@ impl UserStore for SqliteStore {
         id: UserId,
         at: OffsetDateTime,
         keep: Option<(AuthProvider, &str)>,
+        remove_password: bool,
     ) -> Result<Option<Vec<AuthProvider>>, StoreError> {
         let keep = keep.map(|(p, a)| (p.as_str(), a.to_owned()));
         self.run(move |conn| {
@@ -542,7 +560,7 @@ impl UserStore for SqliteStore {
                 Some((p, a)) => (Some(*p), Some(a.as_str())),
                 None => (None, None),
             };
-            let removed: Vec<AuthProvider> = tx
+            let mut removed: Vec<AuthProvider> = tx
                 .prepare_cached(
                     "DELETE FROM identities WHERE user_id = ?1 \
                      AND NOT (provider IS ?2 AND provider_account_id IS ?3) RETURNING provider",
@@ -552,6 +570,18 @@ impl UserStore for SqliteStore {
                 })?
                 .filter_map(|p| p.map(|p| AuthProvider::parse(&p)).transpose())
                 .collect::<rusqlite::Result<_>>()?;
+            if remove_password
+                && tx
+                    .prepare_cached(
+                        "UPDATE users SET password_hash = NULL \
+                         WHERE id = ?1 AND password_hash IS NOT NULL",
+                    )?
+                    .execute([&id])?
+                    == 1
+            {
+                removed.push(AuthProvider::Credentials);
+            }
+            removed.sort();
             if !removed.is_empty() {
                 tx.prepare_cached(
                     "UPDATE users SET credential_version = credential_version + 1 WHERE id = ?1",
@@ -566,12 +596,18 @@ impl UserStore for SqliteStore {
         .await
     }
 
-    async fn delete_user(&self, id: UserId) -> Result<bool, StoreError> {
+    async fn delete_user(
+        &self,
+        id: UserId,
+        expected_version: Option<u64>,
+    ) -> Result<bool, StoreError> {
         // Identities and sessions go with the user through ON DELETE CASCADE.
         self.run(move |conn| {
             let changed = conn
-                .prepare_cached("DELETE FROM users WHERE id = ?1")?
-                .execute([id.to_string()])?;
+                .prepare_cached(
+                    "DELETE FROM users WHERE id = ?1 AND (?2 IS NULL OR credential_version = ?2)",
+                )?
+                .execute(params![id.to_string(), expected_version.map(|v| v as i64)])?;
             Ok(changed == 1)
         })
         .await
@@ -1124,9 +1160,19 @@ impl IdentityStore for SqliteStore {
         provider: AuthProvider,
     ) -> Result<bool, StoreError> {
         self.run(move |conn| {
-            let n = conn
+            let user = user.to_string();
+            let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+            let n = tx
                 .prepare_cached("DELETE FROM identities WHERE user_id = ?1 AND provider = ?2")?
-                .execute(params![user.to_string(), provider.as_str()])?;
+                .execute(params![user, provider.as_str()])?;
+            // A sign-in with that identity still in flight starts no session.
+            if n == 1 {
+                tx.prepare_cached(
+                    "UPDATE users SET credential_version = credential_version + 1 WHERE id = ?1",
+                )?
+                .execute([&user])?;
+            }
+            tx.commit()?;
             Ok(n == 1)
         })
         .await
@@ -1267,6 +1313,37 @@ mod tests {
             let file = dir.path().join(format!("authvault.db{suffix}"));
             let mode = std::fs::metadata(&file)
                 .unwrap_or_else(|e| panic!("{}: {e}", file.display()))
+                .permissions()
+                .mode();
+            assert_eq!(
+                mode & 0o777,
+                0o600,
+                "{} has mode {:o}",
+                file.display(),
+                mode
+            );
+        }
+    }
+
+    #[cfg(unix)]
+    #[tokio::test]
+    async fn files_an_older_version_left_readable_by_others_are_made_private() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().expect("temp dir");
+        let path = dir.path().join("authvault.db");
+        for suffix in ["", "-wal", "-shm"] {
+            let file = dir.path().join(format!("authvault.db{suffix}"));
+            std::fs::write(&file, b"").expect("write");
+            std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o644)).expect("chmod");
+        }
+        // Empty -wal and -shm files are what SQLite finds beside a database it opens anew.
+        let _store = SqliteStore::open(&path, Duration::from_secs(5))
+            .await
+            .expect("store opens");
+        for suffix in ["", "-wal", "-shm"] {
+            let file = dir.path().join(format!("authvault.db{suffix}"));
+            let mode = std::fs::metadata(&file)
+                .expect("metadata")
                 .permissions()
                 .mode();
             assert_eq!(

@@ -267,7 +267,7 @@ async fn the_owners_reset_link_removes_an_identity_attached_while_the_address_wa
         .find(|m| header(m, "Subject").is_some_and(|s| s.contains("Sign-in methods were removed")))
         .unwrap();
     let text = decoded_part(&notice, "text/plain").unwrap();
-    assert!(text.contains("google"), "{text}");
+    assert!(text.contains("Google"), "{text}");
 }
 
 async fn a_verification_link_removes_what_was_attached_before_and_a_later_one_does_nothing(
