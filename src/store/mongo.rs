@@ -20,9 +20,9 @@ use time::OffsetDateTime;
 use uuid::Uuid;
 
 use super::{
-    CredentialChange, EventSlot, EventWindow, IdentityStore, KeyChange, KeyStore, NewUser, ProfileUpdate,
-    RateLimitStore, RefreshState, Reserved, SessionRecord, SessionStore, Store, StoreError,
-    StoredKey, TokenRecord, TokenStore, UserStore, MAX_LIVE_SESSIONS, RESET_TOKEN_KIND,
+    CredentialChange, EventSlot, EventWindow, IdentityStore, KeyChange, KeyStore, NewUser,
+    ProfileUpdate, RateLimitStore, RefreshState, Reserved, SessionRecord, SessionStore, Store,
+    StoreError, StoredKey, TokenRecord, TokenStore, UserStore, MAX_LIVE_SESSIONS, RESET_TOKEN_KIND,
 };
 use crate::{
     clock::{from_millis, to_millis},
@@ -589,7 +589,11 @@ impl UserStore for MongoStore {
             .bounded(self.accounts().find(doc! {"userId": &uid}))
             .await?;
         while let Some(account) = self.bounded(accounts.try_next()).await? {
-            if let Some(provider) = account.get_str("provider").ok().and_then(AuthProvider::parse) {
+            if let Some(provider) = account
+                .get_str("provider")
+                .ok()
+                .and_then(AuthProvider::parse)
+            {
                 removed.push(provider);
             }
         }
