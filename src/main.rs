@@ -1,44 +1,38 @@
-use std::{io::IsTerminal, process::ExitCode};
+use std::process::ExitCode;
 
 use authvault::{
+    cli::{self, Cli, Command},
     config::Settings,
     openapi,
     startup::{open_store, resolve_secrets, Application},
-    vault::{
-        rotate::{rotate_all, Progress},
-        KeyRing,
-    },
+    vault::KeyRing,
 };
-
-const USAGE: &str = "usage: authvault [serve | openapi | rotate-keys]\n\
-  serve        serve the API (the default)\n\
-  openapi      print the OpenAPI document\n\
-  rotate-keys  re-seal every stored API key with the first key of AUTHVAULT_ENCRYPTION_KEYS";
+use clap::Parser;
 
 #[actix_web::main]
 async fn main() -> ExitCode {
-    let command = std::env::args().nth(1).unwrap_or_else(|| "serve".into());
-    match command.as_str() {
-        "openapi" => {
-            println!("{}", openapi::document_json());
-            ExitCode::SUCCESS
+    let cli = Cli::parse();
+    match cli.command.unwrap_or(Command::Serve) {
+        Command::Openapi => {
+            use std::io::Write;
+            // A reader that stops early (`| head`) is not an error worth a panic.
+            match writeln!(std::io::stdout().lock(), "{}", openapi::document_json()) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("error: {e}");
+                    ExitCode::FAILURE
+                }
+            }
         }
-        "serve" => match setup() {
+        Command::Serve => match setup() {
             Ok(settings) => serve(settings).await,
             Err(code) => code,
         },
-        "rotate-keys" => match setup() {
+        Command::RotateKeys => match setup() {
             Ok(settings) => rotate_keys(settings).await,
             Err(code) => code,
         },
-        "-h" | "--help" | "help" => {
-            println!("{USAGE}");
-            ExitCode::SUCCESS
-        }
-        other => {
-            eprintln!("unknown command {other:?}\n{USAGE}");
-            ExitCode::from(2)
-        }
     }
 }
 
@@ -85,73 +79,10 @@ async fn rotate_keys(mut settings: Settings) -> ExitCode {
             .ok_or_else(|| anyhow::anyhow!("AUTHVAULT_ENCRYPTION_KEYS is not set"))?;
         anyhow::Ok((store, KeyRing::new(keys)))
     };
-    let (store, ring) = match opened.await {
-        Ok(pair) => pair,
+    match opened.await {
+        Ok((store, ring)) => cli::rotate_keys(store.as_ref(), &ring).await,
         Err(e) => {
             eprintln!("error: {e:#}");
-            return ExitCode::FAILURE;
-        }
-    };
-    println!(
-        "re-sealing stored API keys with encryption key {:?} on the {} store",
-        ring.current_id(),
-        store.backend()
-    );
-    let on_terminal = std::io::stderr().is_terminal();
-    let bar = indicatif::ProgressBar::hidden();
-    let mut last_line = 0;
-    let result = rotate_all(store.as_ref(), &ring, |event| match event {
-        Progress::Started { total } => {
-            if on_terminal {
-                bar.set_draw_target(indicatif::ProgressDrawTarget::stderr());
-                bar.set_length(total);
-                bar.set_style(
-                    indicatif::ProgressStyle::with_template("{bar:40} {pos}/{len} keys {msg}")
-                        .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
-                );
-            } else {
-                println!("{total} keys stored");
-            }
-        }
-        Progress::Advanced { report } => {
-            if on_terminal {
-                bar.set_position(report.done());
-            } else if report.done() >= last_line + 100 {
-                last_line = report.done();
-                println!("{} keys done", report.done());
-            }
-        }
-        Progress::Failed {
-            user,
-            provider,
-            key_id,
-        } => {
-            let line = format!(
-                "failed: user {user}, {provider} key sealed with key id {key_id:?} does not open"
-            );
-            if on_terminal {
-                bar.println(line);
-            } else {
-                println!("{line}");
-            }
-        }
-    })
-    .await;
-    bar.finish_and_clear();
-    match result {
-        Ok(report) => {
-            println!(
-                "done: {} re-sealed, {} already current, {} failed",
-                report.resealed, report.current, report.failed
-            );
-            if report.failed > 0 {
-                ExitCode::FAILURE
-            } else {
-                ExitCode::SUCCESS
-            }
-        }
-        Err(e) => {
-            eprintln!("error: {e:#} (safe to run again)");
             ExitCode::FAILURE
         }
     }
