@@ -9,4 +9,5 @@ pub mod rate_limit;
 pub mod session;
 
 pub use client_ip::ClientIp;
+pub use rate_limit::CredentialBudget;
 pub use session::{CurrentUser, SignedIn, Via};

@@ -198,6 +198,30 @@ impl RateLimiter {
     }
 }
 
+/// A request to a credential endpoint, counted against its client's per-IP budget before the
+/// handler runs (429 `rate_limited` once it is spent). Put it after the body extractor, so that a
+/// body refused as malformed is not counted.
+#[derive(Debug, Clone, Copy)]
+pub struct CredentialBudget(pub ClientIp);
+
+impl actix_web::FromRequest for CredentialBudget {
+    type Error = ApiError;
+    type Future = futures_util::future::LocalBoxFuture<'static, Result<Self, ApiError>>;
+
+    fn from_request(req: &actix_web::HttpRequest, _: &mut actix_web::dev::Payload) -> Self::Future {
+        match super::session::app_state(req) {
+            Ok(state) => {
+                let ip = ClientIp::resolve(req, &state.settings.trusted_proxies);
+                Box::pin(async move {
+                    state.limiter.credential_request(ip).await?;
+                    Ok(Self(ip))
+                })
+            }
+            Err(e) => Box::pin(async move { Err(e) }),
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::key;

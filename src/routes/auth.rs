@@ -13,7 +13,7 @@ use super::{
 };
 
 use crate::{
-    auth::{ClientIp, CurrentUser, SignedIn},
+    auth::{CredentialBudget, CurrentUser, SignedIn},
     clock::{self, rfc3339},
     domain::{Email, FieldErrors, Password, UserId, UserName},
     error::ApiError,
@@ -140,10 +140,8 @@ pub async fn signup(
     state: web::Data<AppState>,
     req: HttpRequest,
     ApiJson(body): ApiJson<SignupRequest>,
+    CredentialBudget(ip): CredentialBudget,
 ) -> Result<HttpResponse, ApiError> {
-    let ip = ClientIp::resolve(&req, &state.settings.trusted_proxies);
-    state.limiter.credential_request(ip).await?;
-
     let mut errors = FieldErrors::new();
     let name = errors.take(UserName::parse(&body.name));
     let email = errors.take(Email::parse(&body.email));
@@ -199,9 +197,8 @@ pub async fn signin(
     state: web::Data<AppState>,
     req: HttpRequest,
     ApiJson(body): ApiJson<SigninRequest>,
+    CredentialBudget(ip): CredentialBudget,
 ) -> Result<HttpResponse, ApiError> {
-    let ip = ClientIp::resolve(&req, &state.settings.trusted_proxies);
-    state.limiter.credential_request(ip).await?;
     let email = Email::parse(&body.email)?;
     if body.password.is_empty() {
         return Err(ApiError::field("password", "is required"));

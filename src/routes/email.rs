@@ -4,7 +4,7 @@
 //! user and expiry, spent on first use. A reset request answers the same, at once, whether or not
 //! the address has an account: the lookup and the mail happen after the answer.
 
-use actix_web::{web, HttpRequest, HttpResponse};
+use actix_web::{web, HttpResponse};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
@@ -14,7 +14,7 @@ use super::{
 };
 use crate::{
     accounts::{self, Proof},
-    auth::{ClientIp, CurrentUser},
+    auth::{CredentialBudget, CurrentUser},
     clock,
     domain::{Email, Password, User, UserId},
     error::ApiError,
@@ -160,12 +160,10 @@ fn mail_failed(e: MailError) -> ApiError {
     ))]
 pub async fn request_verification(
     state: web::Data<AppState>,
-    req: HttpRequest,
     current: CurrentUser,
     OptionalJson(body): OptionalJson<VerificationRequest>,
+    _budget: CredentialBudget,
 ) -> Result<HttpResponse, ApiError> {
-    let ip = ClientIp::resolve(&req, &state.settings.trusted_proxies);
-    state.limiter.credential_request(ip).await?;
     let base = link_base(&state, body.redirect_url.as_deref())?;
     let user = state
         .store
@@ -219,11 +217,9 @@ pub async fn request_verification(
     ))]
 pub async fn verify_email(
     state: web::Data<AppState>,
-    req: HttpRequest,
     ApiJson(body): ApiJson<TokenBody>,
+    _budget: CredentialBudget,
 ) -> Result<HttpResponse, ApiError> {
-    let ip = ClientIp::resolve(&req, &state.settings.trusted_proxies);
-    state.limiter.credential_request(ip).await?;
     let user = spend(&state, VERIFY_KIND, &body.token).await?;
     accounts::first_proof(&state, &user, Proof::Link).await?;
     let user = state
@@ -275,11 +271,9 @@ async fn spend(state: &AppState, kind: &str, token: &str) -> Result<User, ApiErr
     ))]
 pub async fn forgot_password(
     state: web::Data<AppState>,
-    req: HttpRequest,
     ApiJson(body): ApiJson<ForgotRequest>,
+    _budget: CredentialBudget,
 ) -> Result<HttpResponse, ApiError> {
-    let ip = ClientIp::resolve(&req, &state.settings.trusted_proxies);
-    state.limiter.credential_request(ip).await?;
     let email = Email::parse(&body.email)?;
     let base = link_base(&state, body.redirect_url.as_deref())?;
     if state.mailer.mail_unavailable() {
@@ -340,11 +334,9 @@ async fn send_reset(state: &AppState, email: &Email, base: &url::Url) -> Result<
     ))]
 pub async fn reset_password(
     state: web::Data<AppState>,
-    req: HttpRequest,
     ApiJson(body): ApiJson<ResetRequest>,
+    _budget: CredentialBudget,
 ) -> Result<HttpResponse, ApiError> {
-    let ip = ClientIp::resolve(&req, &state.settings.trusted_proxies);
-    state.limiter.credential_request(ip).await?;
     // Checked before the token is spent, so a weak choice can be corrected with the same link.
     let password = Password::parse(&body.new_password, "newPassword")?;
     let user = spend(&state, RESET_KIND, &body.token).await?;

@@ -23,7 +23,7 @@ use crate::{
     accounts::{self, Proof},
     auth::{
         oauth_flow::{Flow, FLOW_TTL_SECS},
-        ClientIp, CurrentUser,
+        ClientIp, CredentialBudget, CurrentUser,
     },
     clock,
     domain::{AuthProvider, Email, User, UserId, UserName},
@@ -123,13 +123,11 @@ fn enabled(state: &AppState, raw: &str) -> Result<AuthProvider, ApiError> {
     ))]
 pub async fn oauth_signin(
     state: web::Data<AppState>,
-    req: HttpRequest,
     provider: web::Path<String>,
     query: web::Query<SigninQuery>,
+    _budget: CredentialBudget,
 ) -> Result<HttpResponse, ApiError> {
     let provider = enabled(&state, &provider)?;
-    let ip = ClientIp::resolve(&req, &state.settings.trusted_proxies);
-    state.limiter.credential_request(ip).await?;
 
     let callback = match &query.callback_url {
         Some(raw) => url::Url::parse(raw).map_err(|_| ApiError::InvalidCallbackUrl)?,
@@ -577,9 +575,8 @@ pub async fn exchange_code(
     state: web::Data<AppState>,
     req: HttpRequest,
     ApiJson(body): ApiJson<TokenRequest>,
+    CredentialBudget(ip): CredentialBudget,
 ) -> Result<HttpResponse, ApiError> {
-    let ip = ClientIp::resolve(&req, &state.settings.trusted_proxies);
-    state.limiter.credential_request(ip).await?;
     if body.code.is_empty() || body.code.len() > 256 {
         return Err(ApiError::InvalidCode);
     }

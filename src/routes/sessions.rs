@@ -17,7 +17,7 @@ use super::{
     resource,
 };
 use crate::{
-    auth::{cookies::REFRESH_COOKIE, csrf, ClientIp, CurrentUser},
+    auth::{cookies::REFRESH_COOKIE, csrf, CredentialBudget, CurrentUser},
     clock::{self, rfc3339},
     error::ApiError,
     mail::notices::notify,
@@ -102,9 +102,8 @@ pub async fn refresh(
     state: web::Data<AppState>,
     req: HttpRequest,
     OptionalJson(body): OptionalJson<RefreshRequest>,
+    _budget: CredentialBudget,
 ) -> Result<HttpResponse, ApiError> {
-    let ip = ClientIp::resolve(&req, &state.settings.trusted_proxies);
-    state.limiter.credential_request(ip).await?;
     // A refresh by the cookie always answers as a browser: the new refresh token goes only
     // into the cookie, never into a body that page scripts can read.
     let (token, client, by_cookie) = match body.refresh_token {
