@@ -23,7 +23,7 @@ use crate::{
         MailError,
     },
     state::AppState,
-    store::CredentialChange,
+    store::{CredentialChange, TokenKind},
 };
 
 pub fn configure(cfg: &mut web::ServiceConfig) {
@@ -34,9 +34,6 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
     .service(resource("/api/auth/password/forgot").route(web::post().to(forgot_password)))
     .service(resource("/api/auth/password/reset").route(web::post().to(reset_password)));
 }
-
-const VERIFY_KIND: &str = "verify_email";
-const RESET_KIND: &str = crate::store::RESET_TOKEN_KIND;
 
 #[derive(Deserialize, Default, ToSchema)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
@@ -109,7 +106,7 @@ fn link_base(state: &AppState, redirect: Option<&str>) -> Result<url::Url, ApiEr
 /// Stores a new single-use token for `user` and returns the link carrying it.
 async fn new_link(
     state: &AppState,
-    kind: &str,
+    kind: TokenKind,
     user: &User,
     base: &url::Url,
     ttl: std::time::Duration,
@@ -182,7 +179,7 @@ pub async fn request_verification(
         .await?;
     let link = new_link(
         &state,
-        VERIFY_KIND,
+        TokenKind::VerifyEmail,
         &user,
         &base,
         state.settings.verify_token_ttl,
@@ -220,7 +217,7 @@ pub async fn verify_email(
     ApiJson(body): ApiJson<TokenBody>,
     _budget: CredentialBudget,
 ) -> Result<HttpResponse, ApiError> {
-    let user = spend(&state, VERIFY_KIND, &body.token).await?;
+    let user = spend(&state, TokenKind::VerifyEmail, &body.token).await?;
     accounts::first_proof(&state, &user, Proof::Link).await?;
     let user = state
         .store
@@ -232,7 +229,7 @@ pub async fn verify_email(
 }
 
 /// Spends a token: the user it was made for, if it is valid and their address is unchanged.
-async fn spend(state: &AppState, kind: &str, token: &str) -> Result<User, ApiError> {
+async fn spend(state: &AppState, kind: TokenKind, token: &str) -> Result<User, ApiError> {
     if token.is_empty() || token.len() > 256 {
         return Err(ApiError::InvalidToken);
     }
@@ -298,7 +295,7 @@ async fn send_reset(state: &AppState, email: &Email, base: &url::Url) -> Result<
     };
     let link = new_link(
         state,
-        RESET_KIND,
+        TokenKind::PasswordReset,
         &user,
         base,
         state.settings.reset_token_ttl,
@@ -339,7 +336,7 @@ pub async fn reset_password(
 ) -> Result<HttpResponse, ApiError> {
     // Checked before the token is spent, so a weak choice can be corrected with the same link.
     let password = Password::parse(&body.new_password, "newPassword")?;
-    let user = spend(&state, RESET_KIND, &body.token).await?;
+    let user = spend(&state, TokenKind::PasswordReset, &body.token).await?;
     let hash = state.hasher.hash(&password).await?;
     // One step: the new hash, every session ended, every other reset link spent, and the
     // credential version moved so that a sign-in in flight with the old password starts none.

@@ -31,7 +31,7 @@ use crate::{
     mail::notices::notify,
     sessions,
     state::AppState,
-    store::{NewUser, StoreError},
+    store::{NewUser, StoreError, TokenKind},
 };
 
 pub fn configure(cfg: &mut web::ServiceConfig) {
@@ -43,8 +43,6 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
         );
 }
 
-const STATE_KIND: &str = "oauth_state";
-const CODE_KIND: &str = "oauth_code";
 /// How long a one-time code for an app lives.
 const CODE_TTL_SECS: i64 = 60;
 
@@ -482,7 +480,7 @@ async fn callback(
     match state
         .store
         .put_token(
-            STATE_KIND,
+            TokenKind::OauthState,
             &crate::random::token_hash(&flow.state),
             None,
             "",
@@ -532,7 +530,7 @@ async fn callback(
         state
             .store
             .put_token(
-                CODE_KIND,
+                TokenKind::OauthCode,
                 &crate::random::token_hash(&one_time),
                 Some(user.id),
                 &data,
@@ -583,7 +581,11 @@ pub async fn exchange_code(
     let now = clock::now();
     let record = state
         .store
-        .take_token(CODE_KIND, &crate::random::token_hash(&body.code), now)
+        .take_token(
+            TokenKind::OauthCode,
+            &crate::random::token_hash(&body.code),
+            now,
+        )
         .await?
         .ok_or(ApiError::InvalidCode)?;
     let data: CodeData = serde_json::from_str(&record.data).map_err(|_| ApiError::InvalidCode)?;

@@ -23,7 +23,7 @@ use crate::{
     mail::notices::notify,
     sessions::{new_refresh_token, Started},
     state::AppState,
-    store::{RefreshState, SessionRecord},
+    store::{RefreshState, SessionRecord, TokenKind},
 };
 
 pub fn configure(cfg: &mut web::ServiceConfig) {
@@ -31,9 +31,6 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
         .service(resource("/api/user/sessions").route(web::get().to(list_sessions)))
         .service(resource("/api/user/sessions/{id}").route(web::delete().to(end_session)));
 }
-
-/// Spent refresh tokens, remembered until their session would have expired.
-const SPENT_KIND: &str = "refresh_spent";
 
 #[derive(Deserialize, Default, ToSchema)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
@@ -138,7 +135,11 @@ pub async fn refresh(
     let now = clock::now();
     let Some((session, refresh)) = state.store.session_by_refresh(&hash, now).await? else {
         // Not live anywhere: spent long ago (reuse), or never ours.
-        if let Some(spent) = state.store.peek_token(SPENT_KIND, &hash, now).await? {
+        if let Some(spent) = state
+            .store
+            .peek_token(TokenKind::RefreshSpent, &hash, now)
+            .await?
+        {
             if let Ok(id) = spent.data.parse::<Uuid>() {
                 csrf_ok(Some(id))?;
                 revoke_reused(&state, id, spent.user_id).await?;
@@ -169,7 +170,7 @@ pub async fn refresh(
             state
                 .store
                 .put_token(
-                    SPENT_KIND,
+                    TokenKind::RefreshSpent,
                     &hash,
                     Some(user.id),
                     &session.id.to_string(),

@@ -336,8 +336,33 @@ pub trait IdentityStore: Send + Sync {
     ) -> Result<bool, StoreError>;
 }
 
-/// The token kind of password-reset links, which a credential change spends.
-pub const RESET_TOKEN_KIND: &str = "password_reset";
+/// What a single-use secret is for: a token of one kind never passes for another.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum TokenKind {
+    /// An OAuth `state`, spent at the callback.
+    OauthState,
+    /// An app's one-time code from an OAuth callback, spent by `POST /api/auth/token`.
+    OauthCode,
+    /// A mailed address-verification link.
+    VerifyEmail,
+    /// A mailed password-reset link; a credential change spends every one of the user.
+    PasswordReset,
+    /// A spent refresh token, remembered to recognise its reuse.
+    RefreshSpent,
+}
+
+impl TokenKind {
+    /// The name the stores keep.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Self::OauthState => "oauth_state",
+            Self::OauthCode => "oauth_code",
+            Self::VerifyEmail => "verify_email",
+            Self::PasswordReset => "password_reset",
+            Self::RefreshSpent => "refresh_spent",
+        }
+    }
+}
 
 /// A single-use secret's record.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -352,7 +377,7 @@ pub trait TokenStore: Send + Sync {
     /// Stores a single-use secret by its hash; `Conflict` when that hash is already stored.
     async fn put_token(
         &self,
-        kind: &str,
+        kind: TokenKind,
         hash: &str,
         user: Option<UserId>,
         data: &str,
@@ -361,7 +386,7 @@ pub trait TokenStore: Send + Sync {
     /// Reads a secret without spending it; `None` when absent or expired at `now`.
     async fn peek_token(
         &self,
-        kind: &str,
+        kind: TokenKind,
         hash: &str,
         now: OffsetDateTime,
     ) -> Result<Option<TokenRecord>, StoreError>;
@@ -369,7 +394,7 @@ pub trait TokenStore: Send + Sync {
     /// concurrent callers at most one gets it.
     async fn take_token(
         &self,
-        kind: &str,
+        kind: TokenKind,
         hash: &str,
         now: OffsetDateTime,
     ) -> Result<Option<TokenRecord>, StoreError>;

@@ -22,7 +22,7 @@ use uuid::Uuid;
 use super::{
     CredentialChange, EventSlot, EventWindow, IdentityStore, KeyChange, KeyStore, NewUser,
     ProfileUpdate, RateLimitStore, RefreshState, Reserved, SessionRecord, SessionStore, Store,
-    StoreError, StoredKey, TokenRecord, TokenStore, UserStore, MAX_LIVE_SESSIONS, RESET_TOKEN_KIND,
+    StoreError, StoredKey, TokenKind, TokenRecord, TokenStore, UserStore, MAX_LIVE_SESSIONS,
 };
 use crate::{
     clock::{from_millis, to_millis},
@@ -504,8 +504,8 @@ impl UserStore for MongoStore {
             self.bounded(self.tokens().delete_many(doc! {
                 "userId": &uid,
                 "$or": [
-                    {"kind": RESET_TOKEN_KIND},
-                    {"_id": {"$regex": format!("^{RESET_TOKEN_KIND}:")}},
+                    {"kind": TokenKind::PasswordReset.as_str()},
+                    {"_id": {"$regex": format!("^{}:", TokenKind::PasswordReset.as_str())}},
                 ],
             }))
             .await?;
@@ -1338,15 +1338,15 @@ impl IdentityStore for MongoStore {
 impl TokenStore for MongoStore {
     async fn put_token(
         &self,
-        kind: &str,
+        kind: TokenKind,
         hash: &str,
         user: Option<UserId>,
         data: &str,
         expires_at: OffsetDateTime,
     ) -> Result<(), StoreError> {
         let document = doc! {
-            "_id": format!("{kind}:{hash}"),
-            "kind": kind,
+            "_id": format!("{}:{hash}", kind.as_str()),
+            "kind": kind.as_str(),
             "userId": optional(user.map(|u| u.to_string()).as_deref()),
             "data": data,
             "expiresAt": bdt(expires_at),
@@ -1357,11 +1357,12 @@ impl TokenStore for MongoStore {
 
     async fn peek_token(
         &self,
-        kind: &str,
+        kind: TokenKind,
         hash: &str,
         now: OffsetDateTime,
     ) -> Result<Option<TokenRecord>, StoreError> {
-        let filter = doc! {"_id": format!("{kind}:{hash}"), "expiresAt": {"$gt": bdt(now)}};
+        let filter =
+            doc! {"_id": format!("{}:{hash}", kind.as_str()), "expiresAt": {"$gt": bdt(now)}};
         let Some(d) = self.bounded(self.tokens().find_one(filter)).await? else {
             return Ok(None);
         };
@@ -1377,14 +1378,14 @@ impl TokenStore for MongoStore {
 
     async fn take_token(
         &self,
-        kind: &str,
+        kind: TokenKind,
         hash: &str,
         now: OffsetDateTime,
     ) -> Result<Option<TokenRecord>, StoreError> {
         let found = self
             .bounded(
                 self.tokens()
-                    .find_one_and_delete(doc! {"_id": format!("{kind}:{hash}")}),
+                    .find_one_and_delete(doc! {"_id": format!("{}:{hash}", kind.as_str())}),
             )
             .await?;
         let Some(d) = found else {

@@ -17,7 +17,7 @@ use uuid::Uuid;
 use super::{
     CredentialChange, EventSlot, EventWindow, IdentityStore, KeyChange, KeyStore, NewUser,
     ProfileUpdate, RateLimitStore, RefreshState, Reserved, SessionRecord, SessionStore, Store,
-    StoreError, StoredKey, TokenRecord, TokenStore, UserStore, MAX_LIVE_SESSIONS, RESET_TOKEN_KIND,
+    StoreError, StoredKey, TokenKind, TokenRecord, TokenStore, UserStore, MAX_LIVE_SESSIONS,
 };
 use crate::{
     clock::{from_millis, to_millis},
@@ -492,7 +492,7 @@ impl UserStore for SqliteStore {
                 tx.prepare_cached("DELETE FROM sessions WHERE user_id = ?1 AND id IS NOT ?2")?
                     .execute(params![id, keep])?;
                 tx.prepare_cached("DELETE FROM tokens WHERE user_id = ?1 AND kind = ?2")?
-                    .execute(params![id, RESET_TOKEN_KIND])?;
+                    .execute(params![id, TokenKind::PasswordReset.as_str()])?;
             }
             tx.commit()?;
             Ok(changed == 1)
@@ -1183,13 +1183,13 @@ impl IdentityStore for SqliteStore {
 impl TokenStore for SqliteStore {
     async fn put_token(
         &self,
-        kind: &str,
+        kind: TokenKind,
         hash: &str,
         user: Option<UserId>,
         data: &str,
         expires_at: OffsetDateTime,
     ) -> Result<(), StoreError> {
-        let (kind, hash, data) = (kind.to_owned(), hash.to_owned(), data.to_owned());
+        let (kind, hash, data) = (kind.as_str(), hash.to_owned(), data.to_owned());
         self.run(move |conn| {
             let expires = to_millis(expires_at);
             conn.prepare_cached(
@@ -1209,11 +1209,11 @@ impl TokenStore for SqliteStore {
 
     async fn peek_token(
         &self,
-        kind: &str,
+        kind: TokenKind,
         hash: &str,
         now: OffsetDateTime,
     ) -> Result<Option<TokenRecord>, StoreError> {
-        let (kind, hash, now) = (kind.to_owned(), hash.to_owned(), to_millis(now));
+        let (kind, hash, now) = (kind.as_str(), hash.to_owned(), to_millis(now));
         self.run(move |conn| {
             conn.prepare_cached(
                 "SELECT user_id, data, expires_at FROM tokens WHERE kind = ?1 AND hash = ?2 AND expires_at > ?3",
@@ -1233,11 +1233,11 @@ impl TokenStore for SqliteStore {
 
     async fn take_token(
         &self,
-        kind: &str,
+        kind: TokenKind,
         hash: &str,
         now: OffsetDateTime,
     ) -> Result<Option<TokenRecord>, StoreError> {
-        let (kind, hash) = (kind.to_owned(), hash.to_owned());
+        let (kind, hash) = (kind.as_str(), hash.to_owned());
         self.run(move |conn| {
             let row = conn
                 .prepare_cached(

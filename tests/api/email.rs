@@ -2,6 +2,7 @@
 
 use std::time::Duration;
 
+use authvault::store::TokenKind;
 use reqwest::Method;
 use serde_json::{json, Value};
 use sha2::{Digest, Sha256};
@@ -149,7 +150,7 @@ async fn forged_and_expired_tokens_are_400_invalid_token(backend: Backend) {
         .map(|b| format!("{b:02x}"))
         .collect();
     let past = authvault::clock::now() - Duration::from_secs(60);
-    for kind in ["verify_email", "password_reset"] {
+    for kind in [TokenKind::VerifyEmail, TokenKind::PasswordReset] {
         app.store
             .put_token(kind, &hash, Some(id), &user.email, past)
             .await
