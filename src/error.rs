@@ -3,7 +3,7 @@
 use std::{collections::BTreeMap, time::Duration};
 
 use actix_web::{
-    error::{JsonPayloadError, PathError, QueryPayloadError},
+    error::{PathError, QueryPayloadError},
     http::{
         header::{self, HeaderValue},
         StatusCode,
@@ -498,48 +498,6 @@ pub const ALL_CODES: &[&str] = &[
     "upstream_timeout",
     "internal",
 ];
-
-/// Turns a body that is not JSON, does not fit, or has unknown fields into problem+json.
-pub fn json_error_handler(err: JsonPayloadError, _req: &HttpRequest) -> actix_web::Error {
-    let api = match &err {
-        JsonPayloadError::OverflowKnownLength { .. } | JsonPayloadError::Overflow { .. } => {
-            ApiError::PayloadTooLarge
-        }
-        JsonPayloadError::ContentType => ApiError::UnsupportedMediaType,
-        JsonPayloadError::Deserialize(e) => ApiError::field("body", &describe_json_error(e)),
-        JsonPayloadError::Payload(actix_web::error::PayloadError::Overflow) => {
-            ApiError::PayloadTooLarge
-        }
-        _ => ApiError::field("body", "could not be read"),
-    };
-    api.into()
-}
-
-/// A serde message without the input echoed back (it may hold a password).
-fn describe_json_error(e: &serde_json::Error) -> String {
-    use serde_json::error::Category;
-    match e.classify() {
-        Category::Syntax | Category::Eof => {
-            format!(
-                "is not valid JSON (line {}, column {})",
-                e.line(),
-                e.column()
-            )
-        }
-        Category::Data => {
-            let msg = e.to_string();
-            // serde's data errors name fields and types, never values, except `invalid value:
-            // string "..."`, whose quoted input we drop.
-            let msg = msg.split(" at line ").next().unwrap_or("has invalid data");
-            if msg.contains("invalid value") || msg.contains("invalid type: string") {
-                "has a value of the wrong type or form".into()
-            } else {
-                msg.to_owned()
-            }
-        }
-        Category::Io => "could not be read".into(),
-    }
-}
 
 /// Malformed path parameters.
 pub fn path_error_handler(_err: PathError, _req: &HttpRequest) -> actix_web::Error {
