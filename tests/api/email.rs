@@ -333,37 +333,8 @@ async fn common_passwords_are_refused(backend: Backend) {
     app.assert_problem(res, 400, "validation_failed").await;
 }
 
-async fn providers_app(backend: Backend) -> (TestApp, FakeProviders, SmtpSink) {
-    let fake = FakeProviders::start().await;
-    let sink = SmtpSink::start(false);
-    let mut vars = fake.vars();
-    vars.push(("AUTHVAULT_SMTP_URL".into(), sink.url()));
-    vars.push(("AUTHVAULT_IP_RATE_LIMIT_PER_MIN".into(), "0".into()));
-    let vars: Vec<(&str, &str)> = vars.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
-    (spawn_app_with(backend, &vars).await, fake, sink)
-}
-
-/// A browser sign-in with `provider` through the fake: start, approve, come back with the cookie.
-async fn provider_sign_in(app: &TestApp, provider: &str) -> reqwest::Response {
-    let start = app.get(&format!("/api/auth/signin/{provider}")).await;
-    let flow = cookie_pair(set_cookie(start.headers(), "authvault.oauth").unwrap());
-    let approved = app
-        .client
-        .get(start.headers()["location"].to_str().unwrap())
-        .send()
-        .await
-        .unwrap();
-    let back = url::Url::parse(approved.headers()["location"].to_str().unwrap()).unwrap();
-    app.client
-        .get(app.url(&format!("{}?{}", back.path(), back.query().unwrap())))
-        .header("cookie", flow)
-        .send()
-        .await
-        .unwrap()
-}
-
 async fn a_vouched_provider_takes_back_an_account_registered_by_someone_else(backend: Backend) {
-    let (app, fake, _sink) = providers_app(backend).await;
+    let (app, fake, _sink) = app_with_providers_and_mail(backend, &[]).await;
     // Someone registers the victim's address first, with a password of their own.
     let squatter = app
         .signup("Squatter", "victim@gmail.com", "squatter's password")
@@ -382,7 +353,7 @@ async fn a_vouched_provider_takes_back_an_account_registered_by_someone_else(bac
         hd: None,
         name: Some("Victim".into()),
     });
-    let res = provider_sign_in(&app, "google").await;
+    let res = browser_sign_in(&app, "google").await;
 
     assert_eq!(res.status(), 302);
     let cookie = cookie_pair(set_cookie(res.headers(), "authvault.session").unwrap());
@@ -416,7 +387,7 @@ async fn a_vouched_provider_takes_back_an_account_registered_by_someone_else(bac
 }
 
 async fn linking_to_a_verified_account_keeps_its_password_and_mails_a_notice(backend: Backend) {
-    let (app, fake, sink) = providers_app(backend).await;
+    let (app, fake, sink) = app_with_providers_and_mail(backend, &[]).await;
     let user = app.signed_up_user().await;
     app.send_bearer(
         Method::POST,
@@ -440,7 +411,7 @@ async fn linking_to_a_verified_account_keeps_its_password_and_mails_a_notice(bac
         email: user.email.clone(),
         verified: true,
     });
-    let res = provider_sign_in(&app, "github").await;
+    let res = browser_sign_in(&app, "github").await;
     assert_eq!(res.status(), 302);
 
     let me: Value = app

@@ -31,37 +31,9 @@ const APP_SCHEME: &str = "com.example.app:/auth";
 /// An app with the fake providers, a real SMTP server, and the proxy on 127.0.0.1 trusted, so
 /// that a test speaks for many client IPs through `X-Forwarded-For`.
 async fn app_for(backend: Backend, extra: &[(&str, &str)]) -> (TestApp, FakeProviders, SmtpSink) {
-    let fake = FakeProviders::start().await;
-    let sink = SmtpSink::start(false);
-    let mut vars = fake.vars();
-    vars.push(("AUTHVAULT_SMTP_URL".into(), sink.url()));
-    vars.push(("AUTHVAULT_TRUSTED_PROXIES".into(), "127.0.0.1/32".into()));
-    vars.push(("AUTHVAULT_IP_RATE_LIMIT_PER_MIN".into(), "0".into()));
-    for (k, v) in extra {
-        vars.push(((*k).into(), (*v).into()));
-    }
-    let vars: Vec<(&str, &str)> = vars.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
-    (spawn_app_with(backend, &vars).await, fake, sink)
-}
-
-/// A browser sign-in with `provider` through the fake: start, approve, come back.
-async fn provider_sign_in(app: &TestApp, provider: &str) -> Response {
-    let start = app.get(&format!("/api/auth/signin/{provider}")).await;
-    assert_eq!(start.status(), 302);
-    let flow = cookie_pair(set_cookie(start.headers(), "authvault.oauth").unwrap());
-    let approved = app
-        .client
-        .get(start.headers()["location"].to_str().unwrap())
-        .send()
-        .await
-        .unwrap();
-    let back = url::Url::parse(approved.headers()["location"].to_str().unwrap()).unwrap();
-    app.client
-        .get(app.url(&format!("{}?{}", back.path(), back.query().unwrap())))
-        .header("cookie", flow)
-        .send()
-        .await
-        .unwrap()
+    let mut vars = vec![("AUTHVAULT_TRUSTED_PROXIES", "127.0.0.1/32")];
+    vars.extend_from_slice(extra);
+    app_with_providers_and_mail(backend, &vars).await
 }
 
 fn session_cookie(res: &Response) -> String {
@@ -159,7 +131,7 @@ async fn an_unverified_github_address_creates_no_account_and_the_owner_signs_up_
         email: "victim@example.com".into(),
         verified: false,
     });
-    let res = provider_sign_in(&app, "github").await;
+    let res = browser_sign_in(&app, "github").await;
     assert!(set_cookie(res.headers(), "authvault.session").is_none());
     app.assert_problem(res, 409, "email_not_verified").await;
 
@@ -177,7 +149,7 @@ async fn an_unverified_github_address_creates_no_account_and_the_owner_signs_up_
         email: "victim@example.com".into(),
         verified: false,
     });
-    let again = provider_sign_in(&app, "github").await;
+    let again = browser_sign_in(&app, "github").await;
     app.assert_problem(again, 409, "account_not_linked").await;
 }
 
@@ -195,7 +167,7 @@ async fn the_owners_reset_link_removes_an_identity_attached_while_the_address_wa
         name: Some("Mallory".into()),
     };
     fake.next_google(attacker.clone());
-    let res = provider_sign_in(&app, "google").await;
+    let res = browser_sign_in(&app, "google").await;
     assert_eq!(res.status(), 302);
     let attacker_cookie = session_cookie(&res);
     assert_eq!(
@@ -230,7 +202,7 @@ async fn the_owners_reset_link_removes_an_identity_attached_while_the_address_wa
         401
     );
     fake.next_google(attacker);
-    let back = provider_sign_in(&app, "google").await;
+    let back = browser_sign_in(&app, "google").await;
     app.assert_problem(back, 409, "account_not_linked").await;
 
     // The owner signs in with the password and finds only what is theirs.
@@ -282,7 +254,7 @@ async fn a_verification_link_removes_what_was_attached_before_and_a_later_one_do
         hd: None,
         name: Some("Early".into()),
     });
-    let res = provider_sign_in(&app, "google").await;
+    let res = browser_sign_in(&app, "google").await;
     let cookie = session_cookie(&res);
     let me: Value = app
         .client

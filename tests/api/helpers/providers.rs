@@ -515,3 +515,42 @@ impl FakeProviders {
         self.inner.lock().unwrap().complaints.clone()
     }
 }
+
+/// A browser sign-in with `provider` through the fake: start, let the fake approve, come back to
+/// the callback with the flow cookie. The answer is the callback's.
+pub async fn browser_sign_in(app: &super::TestApp, provider: &str) -> reqwest::Response {
+    let start = app.get(&format!("/api/auth/signin/{provider}")).await;
+    assert_eq!(start.status(), 302, "start of the {provider} sign-in");
+    let flow = super::cookie_pair(super::set_cookie(start.headers(), "authvault.oauth").unwrap());
+    let approved = app
+        .client
+        .get(start.headers()["location"].to_str().unwrap())
+        .send()
+        .await
+        .unwrap();
+    let back = url::Url::parse(approved.headers()["location"].to_str().unwrap()).unwrap();
+    app.client
+        .get(app.url(&format!("{}?{}", back.path(), back.query().unwrap())))
+        .header("cookie", flow)
+        .send()
+        .await
+        .unwrap()
+}
+
+/// An app with both fake providers and a real SMTP server (without authentication), the per-IP
+/// limit off, and some variables more.
+pub async fn app_with_providers_and_mail(
+    backend: super::Backend,
+    extra: &[(&str, &str)],
+) -> (super::TestApp, FakeProviders, super::smtp::SmtpSink) {
+    let fake = FakeProviders::start().await;
+    let sink = super::smtp::SmtpSink::start(false);
+    let mut vars = fake.vars();
+    vars.push(("AUTHVAULT_SMTP_URL".into(), sink.url()));
+    vars.push(("AUTHVAULT_IP_RATE_LIMIT_PER_MIN".into(), "0".into()));
+    for (k, v) in extra {
+        vars.push(((*k).into(), (*v).into()));
+    }
+    let vars: Vec<(&str, &str)> = vars.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+    (super::spawn_app_with(backend, &vars).await, fake, sink)
+}
