@@ -33,24 +33,6 @@ async fn app_with_mail(backend: Backend, extra: &[(&str, &str)]) -> (TestApp, Sm
     (spawn_app_with(backend, &vars).await, sink)
 }
 
-/// The token in the link of a mail.
-fn token_of(raw: &str) -> (String, String) {
-    let text = decoded_part(raw, "text/plain").expect("a text part");
-    let link = text
-        .split_whitespace()
-        .find(|w| w.contains("token="))
-        .expect("a link")
-        .to_owned();
-    let token = url::Url::parse(&link)
-        .unwrap()
-        .query_pairs()
-        .find(|(k, _)| k == "token")
-        .unwrap()
-        .1
-        .to_string();
-    (link, token)
-}
-
 async fn a_verification_link_proves_the_address_once(backend: Backend) {
     let (app, sink) = app_with_mail(backend, &[]).await;
     let user = app.signed_up_user().await;
@@ -79,7 +61,7 @@ async fn a_verification_link_proves_the_address_once(backend: Backend) {
     assert!(decoded_part(&mails[0], "text/html")
         .unwrap()
         .contains("http://app.test/verify?token="));
-    let (link, token) = token_of(&mails[0]);
+    let (link, token) = token_link(&mails[0]);
     assert!(link.starts_with("http://app.test/verify?token="));
     assert_eq!(token.len(), 43, "32 random bytes, base64url");
 
@@ -135,7 +117,7 @@ async fn verification_links_must_go_to_allowed_places(backend: Backend) {
         )
         .await;
     assert_eq!(res.status(), 202);
-    let (link, _) = token_of(&sink.wait_for(1, Duration::from_secs(10)).await[0]);
+    let (link, _) = token_link(&sink.wait_for(1, Duration::from_secs(10)).await[0]);
     assert!(link.starts_with(&format!("{PUBLIC_URL}/?token=")), "{link}");
 }
 
@@ -195,7 +177,7 @@ async fn a_forgotten_password_is_reset_through_the_mailed_link(backend: Backend)
         .await;
     assert_eq!(res.status(), 202);
     let mails = sink.wait_for(1, Duration::from_secs(10)).await;
-    let (link, token) = token_of(&mails[0]);
+    let (link, token) = token_link(&mails[0]);
     assert!(link.starts_with("http://app.test/reset?token="));
 
     let weak = app
@@ -396,7 +378,7 @@ async fn linking_to_a_verified_account_keeps_its_password_and_mails_a_notice(bac
         None,
     )
     .await;
-    let (_, token) = token_of(&sink.wait_for(1, Duration::from_secs(10)).await[0]);
+    let (_, token) = token_link(&sink.wait_for(1, Duration::from_secs(10)).await[0]);
     assert_eq!(
         app.post_json("/api/auth/verify-email", &json!({"token": token}))
             .await
@@ -470,7 +452,7 @@ mod without_smtp {
         let files: Vec<_> = std::fs::read_dir(&outbox).unwrap().collect();
         assert_eq!(files.len(), 1);
         let raw = std::fs::read_to_string(files[0].as_ref().unwrap().path()).unwrap();
-        let (_, token) = token_of(&raw);
+        let (_, token) = token_link(&raw);
         let res = app
             .post_json("/api/auth/verify-email", &json!({"token": token}))
             .await;

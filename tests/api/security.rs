@@ -59,20 +59,7 @@ async fn link_in(sink: &SmtpSink, count: usize, subject: &str) -> (String, Strin
         .rev()
         .find(|m| header(m, "Subject").is_some_and(|s| s.contains(subject)))
         .unwrap_or_else(|| panic!("a mail about {subject:?}"));
-    let text = decoded_part(mail, "text/plain").expect("a text part");
-    let link = text
-        .split_whitespace()
-        .find(|w| w.contains("token="))
-        .expect("a link")
-        .to_owned();
-    let token = url::Url::parse(&link)
-        .unwrap()
-        .query_pairs()
-        .find(|(k, _)| k == "token")
-        .unwrap()
-        .1
-        .to_string();
-    (link, token)
+    token_link(mail)
 }
 
 fn subjects(sink: &SmtpSink) -> Vec<String> {
@@ -400,29 +387,39 @@ async fn ipv6_clients_share_a_limit_per_64(backend: Backend) {
     app.assert_problem(next, 400, "invalid_code").await;
 }
 
+/// A signed-in request from client `ip` (through the trusted proxy).
+async fn bearer_from(
+    app: &TestApp,
+    ip: &str,
+    method: Method,
+    path: &str,
+    token: &str,
+    body: &Value,
+) -> Response {
+    app.client
+        .request(method, app.url(path))
+        .bearer_auth(token)
+        .header("x-forwarded-for", ip)
+        .json(body)
+        .send()
+        .await
+        .unwrap()
+}
+
 async fn wrong_current_passwords_count_as_failed_sign_ins(backend: Backend) {
     let (app, _fake, _sink) = app_for(backend, &[]).await;
     let user = app.signed_up_user().await;
-    let change = |current: &str| {
+    let change = |ip: &'static str, current: &str| {
         let body = json!({"currentPassword": current, "newPassword": "a brand new passphrase"});
         let (app, token) = (&app, user.token.clone());
-        async move {
-            app.client
-                .post(app.url("/api/user/password"))
-                .bearer_auth(token)
-                .header("x-forwarded-for", "203.0.113.9")
-                .json(&body)
-                .send()
-                .await
-                .unwrap()
-        }
+        async move { bearer_from(app, ip, Method::POST, "/api/user/password", &token, &body).await }
     };
     for _ in 0..5 {
-        app.assert_problem(change("wrong guess").await, 401, "invalid_credentials")
-            .await;
+        let wrong = change("203.0.113.9", "wrong guess").await;
+        app.assert_problem(wrong, 401, "invalid_credentials").await;
     }
-    app.assert_problem(change(&user.password).await, 429, "rate_limited")
-        .await;
+    let right = change("203.0.113.9", &user.password).await;
+    app.assert_problem(right, 429, "rate_limited").await;
     // They count toward the sign-in limit of that email and client too.
     let signin = post_from(
         &app,
@@ -433,16 +430,7 @@ async fn wrong_current_passwords_count_as_failed_sign_ins(backend: Backend) {
     .await;
     app.assert_problem(signin, 429, "rate_limited").await;
     // From another client the right password still works.
-    let elsewhere = app
-        .client
-        .post(app.url("/api/user/password"))
-        .bearer_auth(&user.token)
-        .header("x-forwarded-for", "198.51.100.1")
-        .json(&json!({"currentPassword": user.password, "newPassword": "a brand new passphrase"}))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(elsewhere.status(), 204);
+    assert_eq!(change("198.51.100.1", &user.password).await.status(), 204);
 }
 
 async fn a_wrong_password_at_account_deletion_counts_as_a_failed_sign_in(backend: Backend) {
@@ -452,14 +440,15 @@ async fn a_wrong_password_at_account_deletion_counts_as_a_failed_sign_in(backend
         let body = json!({"password": password});
         let (app, token) = (&app, user.token.clone());
         async move {
-            app.client
-                .delete(app.url("/api/user"))
-                .bearer_auth(token)
-                .header("x-forwarded-for", "203.0.113.10")
-                .json(&body)
-                .send()
-                .await
-                .unwrap()
+            bearer_from(
+                app,
+                "203.0.113.10",
+                Method::DELETE,
+                "/api/user",
+                &token,
+                &body,
+            )
+            .await
         }
     };
     for _ in 0..3 {

@@ -281,3 +281,21 @@ fn decode_quoted_printable(body: &str) -> Vec<u8> {
     }
     out
 }
+
+/// The link in the text part of a mail that carries a `token=`, and that token.
+pub fn token_link(raw: &str) -> (String, String) {
+    let text = decoded_part(raw, "text/plain").expect("a text part");
+    let link = text
+        .split_whitespace()
+        .find(|w| w.contains("token="))
+        .expect("a link")
+        .to_owned();
+    let token = url::Url::parse(&link)
+        .unwrap()
+        .query_pairs()
+        .find(|(k, _)| k == "token")
+        .unwrap()
+        .1
+        .to_string();
+    (link, token)
+}
