@@ -13,7 +13,7 @@ use mongodb::{
     options::{
         Acknowledgment, ClientOptions, DatabaseOptions, IndexOptions, ReturnDocument, WriteConcern,
     },
-    Client, Collection, Database, IndexModel,
+    Client, ClientSession, Collection, Database, IndexModel,
 };
 use secrecy::{ExposeSecret, SecretString};
 use time::OffsetDateTime;
@@ -172,6 +172,26 @@ impl MongoStore {
     /// first), so that "is there room" and "record it" are one conditional update.
     fn rate_windows(&self) -> Collection<Document> {
         self.db.collection("rate_windows")
+    }
+
+    /// Runs `work` in a transaction (journaled, like every write a user is told about), retried by
+    /// the driver on transient errors, within the store timeout.
+    async fn transaction<R>(
+        &self,
+        work: impl for<'s> AsyncFnMut(&'s mut ClientSession) -> mongodb::error::Result<R>,
+    ) -> Result<R, StoreError> {
+        let mut session = self.bounded(self.db.client().start_session()).await?;
+        let concern = WriteConcern::builder()
+            .w(Acknowledgment::Majority)
+            .journal(true)
+            .build();
+        self.bounded(
+            session
+                .start_transaction()
+                .write_concern(concern)
+                .and_run2(work),
+        )
+        .await
     }
 
     /// Awaits one driver call within the store timeout.
@@ -654,25 +674,32 @@ impl UserStore for MongoStore {
         expected_version: Option<u64>,
     ) -> Result<bool, StoreError> {
         let id = id.to_string();
-        // The user document first: it holds the session entries, so every token dies with it,
-        // and with an expected version nothing goes unless it still holds. Identities later, so
-        // that a crash half-way leaves at worst an identity pointing nowhere, which sign-in
-        // ignores, and session records without entries, which are dead.
+        // The user (with their keys and session entries), their session records, identities
+        // and tokens, in one transaction; with an expected version nothing goes unless it holds.
         let filter = match expected_version {
             Some(version) => at_version(&id, version),
             None => doc! {"_id": &id},
         };
-        let result = self.bounded(self.users().delete_one(filter)).await?;
-        if result.deleted_count == 0 && expected_version.is_some() {
-            return Ok(false);
-        }
-        self.bounded(self.sessions().delete_many(doc! {"userId": &id}))
-            .await?;
-        self.bounded(self.accounts().delete_many(doc! {"userId": &id}))
-            .await?;
-        self.bounded(self.tokens().delete_many(doc! {"userId": &id}))
-            .await?;
-        Ok(result.deleted_count == 1)
+        let (users, sessions, accounts, tokens) =
+            (self.users(), self.sessions(), self.accounts(), self.tokens());
+        self.transaction(async move |session| {
+            let deleted = users
+                .delete_one(filter.clone())
+                .session(&mut *session)
+                .await?
+                .deleted_count;
+            if deleted == 0 && expected_version.is_some() {
+                return Ok(false);
+            }
+            for collection in [&sessions, &accounts, &tokens] {
+                collection
+                    .delete_many(doc! {"userId": &id})
+                    .session(&mut *session)
+                    .await?;
+            }
+            Ok(deleted == 1)
+        })
+        .await
     }
 }
 
@@ -1257,15 +1284,22 @@ impl IdentityStore for MongoStore {
         account_id: &str,
     ) -> Result<User, StoreError> {
         let id = user.id.to_string();
-        self.bounded(self.users().insert_one(new_user_doc(&user, Some(provider))))
-            .await?;
+        let user_doc = new_user_doc(&user, Some(provider));
         let account = account_doc(&id, provider, account_id, bdt(user.created_at));
-        if let Err(e) = self.bounded(self.accounts().insert_one(account)).await {
-            // The identity was taken meanwhile: undo the user, so nothing is half-made.
-            self.bounded(self.users().delete_one(doc! {"_id": &id}))
+        let (users, accounts) = (self.users(), self.accounts());
+        // Both documents or neither: one transaction (a unique index refusing either aborts it).
+        self.transaction(async move |session| {
+            users
+                .insert_one(user_doc.clone())
+                .session(&mut *session)
                 .await?;
-            return Err(e);
-        }
+            accounts
+                .insert_one(account.clone())
+                .session(&mut *session)
+                .await?;
+            Ok(())
+        })
+        .await?;
         Ok(User {
             id: user.id,
             name: user.name,
