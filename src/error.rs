@@ -15,224 +15,132 @@ use utoipa::ToSchema;
 
 use crate::{domain::FieldErrors, store::StoreError};
 
-/// Everything a request can fail with. Each variant has exactly one code, status and title.
-#[derive(Debug, thiserror::Error)]
-pub enum ApiError {
-    #[error("validation failed")]
-    Validation(FieldErrors),
-    #[error("email taken")]
-    EmailTaken,
-    #[error("invalid credentials")]
-    InvalidCredentials,
-    #[error("unauthenticated")]
-    Unauthenticated,
-    #[error("re-authentication required")]
-    ReauthRequired,
-    #[error("csrf check failed")]
-    CsrfFailed,
-    #[error("origin forbidden")]
-    OriginForbidden,
-    #[error("not found")]
-    NotFound,
-    #[error("unknown provider")]
-    UnknownProvider,
-    #[error("method not allowed")]
-    MethodNotAllowed { allow: Option<String> },
-    #[error("payload too large")]
-    PayloadTooLarge,
-    #[error("unsupported media type")]
-    UnsupportedMediaType,
-    #[error("rate limited")]
-    RateLimited { retry_after: Duration },
-    #[error("store unavailable")]
-    StoreUnavailable,
-    #[error("a stored key could not be opened")]
-    VaultOpenFailed,
-    #[error("no Together AI key stored")]
-    MissingApiKey,
-    #[error("callback URL not allowed")]
-    InvalidCallbackUrl,
-    #[error("invalid OAuth state")]
-    InvalidState,
-    #[error("account not linked")]
-    AccountNotLinked,
-    #[error("email not verified by the provider")]
-    EmailNotVerified,
-    #[error("provider error")]
-    ProviderError,
-    #[error("invalid one-time code")]
-    InvalidCode,
-    #[error("last sign-in method")]
-    LastSignInMethod,
-    #[error("invalid token")]
-    InvalidToken,
-    #[error("already verified")]
-    AlreadyVerified,
-    #[error("mail unavailable")]
-    MailUnavailable,
-    #[error("invalid refresh token")]
-    InvalidRefresh,
-    #[error("refresh token reused")]
-    RefreshReused,
-    #[error("upstream rejected the key")]
-    UpstreamKeyRejected,
-    #[error("upstream rate limited")]
-    UpstreamRateLimited { retry_after: Duration },
-    #[error("upstream error")]
-    UpstreamError,
-    #[error("upstream timeout")]
-    UpstreamTimeout,
-    #[error("internal error: {0:#}")]
-    Internal(anyhow::Error),
+/// Declares `ApiError` and its table in one place: each variant with its stable code, HTTP
+/// status, title and detail (`{retry}` stands for the seconds of a `retry_after`), and
+/// `ALL_CODES` in the same order.
+macro_rules! api_errors {
+    ($(
+        $(#[$doc:meta])*
+        $variant:ident $(($($tuple:ty),*))? $({ $($field:ident: $fty:ty),* })?
+            => $code:literal, $status:ident, $title:literal, $detail:literal;
+    )+) => {
+        /// Everything a request can fail with. Each variant has exactly one code, status, title
+        /// and detail, in the table below.
+        #[derive(Debug)]
+        pub enum ApiError {
+            $($(#[$doc])* $variant $(($($tuple),*))? $({ $($field: $fty),* })?,)+
+        }
+
+        impl ApiError {
+            /// The variant's row of the table.
+            pub fn kind(&self) -> ErrorKind {
+                match self {
+                    $(Self::$variant { .. } => ErrorKind {
+                        code: $code,
+                        status: StatusCode::$status,
+                        title: $title,
+                        detail: $detail,
+                    },)+
+                }
+            }
+        }
+
+        /// Every stable error code, for the OpenAPI description.
+        pub const ALL_CODES: &[&str] = &[$($code),+];
+    };
 }
 
-/// Code, HTTP status and title of one kind of error.
+api_errors! {
+    Validation(FieldErrors) => "validation_failed", BAD_REQUEST, "The request is not valid",
+        "One or more fields are invalid; see errors.";
+    EmailTaken => "email_taken", CONFLICT, "An account with this email already exists",
+        "Sign in instead, or use another email address.";
+    InvalidCredentials => "invalid_credentials", UNAUTHORIZED, "Invalid email or password",
+        "The email or password is wrong.";
+    Unauthenticated => "unauthenticated", UNAUTHORIZED, "Sign-in required",
+        "Send the session cookie or an Authorization: Bearer token that is valid.";
+    ReauthRequired => "reauth_required", UNAUTHORIZED, "Recent sign-in required",
+        "This action needs a sign-in within the last 10 minutes; sign in again.";
+    CsrfFailed => "csrf_failed", FORBIDDEN, "CSRF check failed",
+        "Cookie-authenticated writes need the X-CSRF-Token header from GET /api/auth/csrf.";
+    OriginForbidden => "origin_forbidden", FORBIDDEN, "Origin not allowed",
+        "Requests from this origin are not allowed.";
+    NotFound => "not_found", NOT_FOUND, "Not found", "No such resource.";
+    UnknownProvider => "unknown_provider", NOT_FOUND, "Unknown provider",
+        "No such provider is known or enabled.";
+    MethodNotAllowed { allow: Option<String> } => "method_not_allowed", METHOD_NOT_ALLOWED,
+        "Method not allowed", "This resource does not support that method.";
+    PayloadTooLarge => "payload_too_large", PAYLOAD_TOO_LARGE, "Request body too large",
+        "The request body is larger than this endpoint accepts.";
+    UnsupportedMediaType => "unsupported_media_type", UNSUPPORTED_MEDIA_TYPE,
+        "Unsupported media type", "Send the body as application/json.";
+    RateLimited { retry_after: Duration } => "rate_limited", TOO_MANY_REQUESTS,
+        "Too many requests", "Too many attempts; retry in {retry} seconds.";
+    StoreUnavailable => "store_unavailable", SERVICE_UNAVAILABLE, "Database unavailable",
+        "The database did not answer in time; retry shortly.";
+    VaultOpenFailed => "vault_open_failed", INTERNAL_SERVER_ERROR,
+        "A stored key could not be decrypted",
+        "A stored API key could not be decrypted; set it again, or ask the operator to check the encryption keys.";
+    MissingApiKey => "missing_api_key", BAD_REQUEST, "No Together AI key is stored",
+        "Store your Together AI key first: POST /api/user/api-keys with {\"togetherAI\": \"...\"}.";
+    InvalidCallbackUrl => "invalid_callback_url", BAD_REQUEST, "Callback URL not allowed",
+        "callbackUrl must be on the configured allow-list of origins or exact URLs.";
+    InvalidState => "invalid_state", BAD_REQUEST, "Invalid or expired sign-in attempt",
+        "The sign-in attempt is unknown, expired or already used; start it again.";
+    AccountNotLinked => "account_not_linked", CONFLICT, "An account with this email exists",
+        "An account with this email exists but the provider did not vouch for the address; sign in with your password and link the provider from there.";
+    EmailNotVerified => "email_not_verified", CONFLICT,
+        "The provider has not verified this email address",
+        "The provider does not report this address as verified, so no account is made for it; verify the address with the provider, or sign up with a password.";
+    ProviderError => "provider_error", BAD_GATEWAY, "The sign-in provider failed",
+        "The sign-in provider failed or sent an answer that did not verify; try again.";
+    InvalidCode => "invalid_code", BAD_REQUEST, "Invalid one-time code",
+        "The code is unknown, used, expired, or the code verifier does not match.";
+    LastSignInMethod => "last_sign_in_method", CONFLICT, "This is the last way to sign in",
+        "Set a password or link another provider before removing this one.";
+    InvalidToken => "invalid_token", BAD_REQUEST, "Invalid or expired link",
+        "The link is unknown, already used or expired; ask for a new one.";
+    AlreadyVerified => "already_verified", CONFLICT, "The email address is already verified",
+        "This address is verified already.";
+    MailUnavailable => "mail_unavailable", SERVICE_UNAVAILABLE, "Mail delivery is not configured",
+        "This server cannot send mail (no SMTP is configured); ask its operator.";
+    InvalidRefresh => "invalid_refresh", UNAUTHORIZED, "Invalid refresh token",
+        "The refresh token is unknown, expired, or its session ended; sign in again.";
+    RefreshReused => "refresh_reused", UNAUTHORIZED, "Refresh token reused",
+        "This refresh token was already used: the session is revoked for safety; sign in again.";
+    UpstreamKeyRejected => "upstream_key_rejected", UNPROCESSABLE_ENTITY, "The provider rejected your API key",
+        "Together AI refused the stored key; check it and store it again.";
+    UpstreamRateLimited { retry_after: Duration } => "upstream_rate_limited", TOO_MANY_REQUESTS,
+        "The provider is rate limiting your key", "Together AI is rate limiting your key; retry in {retry} seconds.";
+    UpstreamError => "upstream_error", BAD_GATEWAY, "The provider failed",
+        "Together AI failed to answer; retry later.";
+    UpstreamTimeout => "upstream_timeout", GATEWAY_TIMEOUT, "The provider did not answer in time",
+        "Together AI did not answer in time; retry later.";
+    Internal(anyhow::Error) => "internal", INTERNAL_SERVER_ERROR, "Internal server error",
+        "Something went wrong on our side.";
+}
+
+/// Code, HTTP status, title and detail of one kind of error.
 pub struct ErrorKind {
     pub code: &'static str,
     pub status: StatusCode,
     pub title: &'static str,
+    pub detail: &'static str,
 }
 
-const fn kind(code: &'static str, status: StatusCode, title: &'static str) -> ErrorKind {
-    ErrorKind {
-        code,
-        status,
-        title,
-    }
-}
-
-impl ApiError {
-    pub fn kind(&self) -> ErrorKind {
-        use StatusCode as S;
+impl std::fmt::Display for ApiError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
-            Self::Validation(_) => kind(
-                "validation_failed",
-                S::BAD_REQUEST,
-                "The request is not valid",
-            ),
-            Self::EmailTaken => kind(
-                "email_taken",
-                S::CONFLICT,
-                "An account with this email already exists",
-            ),
-            Self::InvalidCredentials => kind(
-                "invalid_credentials",
-                S::UNAUTHORIZED,
-                "Invalid email or password",
-            ),
-            Self::Unauthenticated => kind("unauthenticated", S::UNAUTHORIZED, "Sign-in required"),
-            Self::ReauthRequired => kind(
-                "reauth_required",
-                S::UNAUTHORIZED,
-                "Recent sign-in required",
-            ),
-            Self::CsrfFailed => kind("csrf_failed", S::FORBIDDEN, "CSRF check failed"),
-            Self::OriginForbidden => kind("origin_forbidden", S::FORBIDDEN, "Origin not allowed"),
-            Self::NotFound => kind("not_found", S::NOT_FOUND, "Not found"),
-            Self::UnknownProvider => kind("unknown_provider", S::NOT_FOUND, "Unknown provider"),
-            Self::MethodNotAllowed { .. } => kind(
-                "method_not_allowed",
-                S::METHOD_NOT_ALLOWED,
-                "Method not allowed",
-            ),
-            Self::PayloadTooLarge => kind(
-                "payload_too_large",
-                S::PAYLOAD_TOO_LARGE,
-                "Request body too large",
-            ),
-            Self::UnsupportedMediaType => kind(
-                "unsupported_media_type",
-                S::UNSUPPORTED_MEDIA_TYPE,
-                "Unsupported media type",
-            ),
-            Self::RateLimited { .. } => {
-                kind("rate_limited", S::TOO_MANY_REQUESTS, "Too many requests")
-            }
-            Self::StoreUnavailable => kind(
-                "store_unavailable",
-                S::SERVICE_UNAVAILABLE,
-                "Database unavailable",
-            ),
-            Self::VaultOpenFailed => kind(
-                "vault_open_failed",
-                S::INTERNAL_SERVER_ERROR,
-                "A stored key could not be decrypted",
-            ),
-            Self::InvalidCallbackUrl => kind(
-                "invalid_callback_url",
-                S::BAD_REQUEST,
-                "Callback URL not allowed",
-            ),
-            Self::InvalidState => kind(
-                "invalid_state",
-                S::BAD_REQUEST,
-                "Invalid or expired sign-in attempt",
-            ),
-            Self::AccountNotLinked => kind(
-                "account_not_linked",
-                S::CONFLICT,
-                "An account with this email exists",
-            ),
-            Self::EmailNotVerified => kind(
-                "email_not_verified",
-                S::CONFLICT,
-                "The provider has not verified this email address",
-            ),
-            Self::ProviderError => kind(
-                "provider_error",
-                S::BAD_GATEWAY,
-                "The sign-in provider failed",
-            ),
-            Self::InvalidCode => kind("invalid_code", S::BAD_REQUEST, "Invalid one-time code"),
-            Self::LastSignInMethod => kind(
-                "last_sign_in_method",
-                S::CONFLICT,
-                "This is the last way to sign in",
-            ),
-            Self::InvalidToken => kind("invalid_token", S::BAD_REQUEST, "Invalid or expired link"),
-            Self::AlreadyVerified => kind(
-                "already_verified",
-                S::CONFLICT,
-                "The email address is already verified",
-            ),
-            Self::InvalidRefresh => {
-                kind("invalid_refresh", S::UNAUTHORIZED, "Invalid refresh token")
-            }
-            Self::RefreshReused => kind("refresh_reused", S::UNAUTHORIZED, "Refresh token reused"),
-            Self::MailUnavailable => kind(
-                "mail_unavailable",
-                S::SERVICE_UNAVAILABLE,
-                "Mail delivery is not configured",
-            ),
-            Self::MissingApiKey => kind(
-                "missing_api_key",
-                S::BAD_REQUEST,
-                "No Together AI key is stored",
-            ),
-            Self::UpstreamKeyRejected => kind(
-                "upstream_key_rejected",
-                S::UNPROCESSABLE_ENTITY,
-                "The provider rejected your API key",
-            ),
-            Self::UpstreamRateLimited { .. } => kind(
-                "upstream_rate_limited",
-                S::TOO_MANY_REQUESTS,
-                "The provider is rate limiting your key",
-            ),
-            Self::UpstreamError => kind("upstream_error", S::BAD_GATEWAY, "The provider failed"),
-            Self::UpstreamTimeout => kind(
-                "upstream_timeout",
-                S::GATEWAY_TIMEOUT,
-                "The provider did not answer in time",
-            ),
-            Self::Internal(_) => kind(
-                "internal",
-                S::INTERNAL_SERVER_ERROR,
-                "Internal server error",
-            ),
+            // The cause chain, for the server's log only (never in a body).
+            Self::Internal(cause) => write!(f, "internal error: {cause:#}"),
+            other => f.write_str(other.kind().code),
         }
     }
+}
 
+impl std::error::Error for ApiError {}
+
+impl ApiError {
     /// Wraps an unexpected failure; its cause goes to the log, never to the client.
     pub fn internal(cause: impl Into<anyhow::Error>) -> Self {
         Self::Internal(cause.into())
@@ -244,72 +152,12 @@ impl ApiError {
     }
 
     fn detail(&self) -> String {
+        let detail = self.kind().detail;
         match self {
-            Self::Validation(_) => "One or more fields are invalid; see errors.".into(),
-            Self::EmailTaken => "Sign in instead, or use another email address.".into(),
-            Self::InvalidCredentials => "The email or password is wrong.".into(),
-            Self::Unauthenticated => {
-                "Send the session cookie or an Authorization: Bearer token that is valid.".into()
+            Self::RateLimited { retry_after } | Self::UpstreamRateLimited { retry_after } => {
+                detail.replace("{retry}", &retry_secs(*retry_after).to_string())
             }
-            Self::ReauthRequired => {
-                "This action needs a sign-in within the last 10 minutes; sign in again.".into()
-            }
-            Self::CsrfFailed => {
-                "Cookie-authenticated writes need the X-CSRF-Token header from GET /api/auth/csrf."
-                    .into()
-            }
-            Self::OriginForbidden => "Requests from this origin are not allowed.".into(),
-            Self::NotFound => "No such resource.".into(),
-            Self::UnknownProvider => "No such provider is known or enabled.".into(),
-            Self::MethodNotAllowed { .. } => "This resource does not support that method.".into(),
-            Self::PayloadTooLarge => {
-                "The request body is larger than this endpoint accepts.".into()
-            }
-            Self::UnsupportedMediaType => "Send the body as application/json.".into(),
-            Self::RateLimited { retry_after } => {
-                format!(
-                    "Too many attempts; retry in {} seconds.",
-                    retry_secs(*retry_after)
-                )
-            }
-            Self::StoreUnavailable => "The database did not answer in time; retry shortly.".into(),
-            Self::InvalidCallbackUrl => {
-                "callbackUrl must be on the configured allow-list of origins or exact URLs.".into()
-            }
-            Self::InvalidState => {
-                "The sign-in attempt is unknown, expired or already used; start it again.".into()
-            }
-            Self::AccountNotLinked => "An account with this email exists but the provider did not vouch for the address; sign in with your password and link the provider from there.".into(),
-            Self::EmailNotVerified => "The provider does not report this address as verified, so no account is made for it; verify the address with the provider, or sign up with a password.".into(),
-            Self::ProviderError => "The sign-in provider failed or sent an answer that did not verify; try again.".into(),
-            Self::InvalidCode => "The code is unknown, used, expired, or the code verifier does not match.".into(),
-            Self::LastSignInMethod => "Set a password or link another provider before removing this one.".into(),
-            Self::InvalidToken => {
-                "The link is unknown, already used or expired; ask for a new one.".into()
-            }
-            Self::AlreadyVerified => "This address is verified already.".into(),
-            Self::InvalidRefresh => {
-                "The refresh token is unknown, expired, or its session ended; sign in again.".into()
-            }
-            Self::RefreshReused => "This refresh token was already used: the session is revoked for safety; sign in again.".into(),
-            Self::MailUnavailable => {
-                "This server cannot send mail (no SMTP is configured); ask its operator.".into()
-            }
-            Self::MissingApiKey => "Store your Together AI key first: POST /api/user/api-keys with {\"togetherAI\": \"...\"}.".into(),
-            Self::UpstreamKeyRejected => {
-                "Together AI refused the stored key; check it and store it again.".into()
-            }
-            Self::UpstreamRateLimited { retry_after } => format!(
-                "Together AI is rate limiting your key; retry in {} seconds.",
-                retry_secs(*retry_after)
-            ),
-            Self::UpstreamError => "Together AI failed to answer; retry later.".into(),
-            Self::UpstreamTimeout => "Together AI did not answer in time; retry later.".into(),
-            Self::VaultOpenFailed => {
-                "A stored API key could not be decrypted; set it again, or ask the operator to check the encryption keys."
-                    .into()
-            }
-            Self::Internal(_) => "Something went wrong on our side.".into(),
+            _ => detail.to_owned(),
         }
     }
 }
@@ -461,43 +309,6 @@ impl From<FieldErrors> for ApiError {
         Self::Validation(errors)
     }
 }
-
-/// Every stable error code, for the OpenAPI description.
-pub const ALL_CODES: &[&str] = &[
-    "validation_failed",
-    "email_taken",
-    "invalid_credentials",
-    "unauthenticated",
-    "reauth_required",
-    "csrf_failed",
-    "origin_forbidden",
-    "not_found",
-    "unknown_provider",
-    "method_not_allowed",
-    "payload_too_large",
-    "unsupported_media_type",
-    "rate_limited",
-    "store_unavailable",
-    "vault_open_failed",
-    "missing_api_key",
-    "invalid_callback_url",
-    "invalid_state",
-    "account_not_linked",
-    "email_not_verified",
-    "provider_error",
-    "invalid_code",
-    "last_sign_in_method",
-    "invalid_token",
-    "already_verified",
-    "mail_unavailable",
-    "invalid_refresh",
-    "refresh_reused",
-    "upstream_key_rejected",
-    "upstream_rate_limited",
-    "upstream_error",
-    "upstream_timeout",
-    "internal",
-];
 
 /// Malformed path parameters.
 pub fn path_error_handler(_err: PathError, _req: &HttpRequest) -> actix_web::Error {

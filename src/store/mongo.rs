@@ -680,8 +680,12 @@ impl UserStore for MongoStore {
             Some(version) => at_version(&id, version),
             None => doc! {"_id": &id},
         };
-        let (users, sessions, accounts, tokens) =
-            (self.users(), self.sessions(), self.accounts(), self.tokens());
+        let (users, sessions, accounts, tokens) = (
+            self.users(),
+            self.sessions(),
+            self.accounts(),
+            self.tokens(),
+        );
         self.transaction(async move |session| {
             let deleted = users
                 .delete_one(filter.clone())
