@@ -13,12 +13,12 @@ use super::{
 };
 
 use crate::{
+    accounts,
     auth::{CredentialBudget, CurrentUser, SignedIn},
-    clock::{self, rfc3339},
-    domain::{Email, FieldErrors, Password, UserId, UserName},
+    clock::rfc3339,
+    domain::{Email, FieldErrors, Password, UserName},
     error::ApiError,
     state::AppState,
-    store::{NewUser, StoreError},
 };
 
 pub fn configure(cfg: &mut web::ServiceConfig) {
@@ -150,21 +150,7 @@ pub async fn signup(
         return Err(errors.into());
     };
 
-    let password_hash = state.hasher.hash(&password).await?;
-    let new_user = NewUser {
-        id: UserId::new(),
-        name,
-        email,
-        image: None,
-        password_hash: Some(password_hash),
-        created_at: clock::now(),
-    };
-    // The unique index decides: no read-before-write race.
-    let user = match state.store.create_user(new_user).await {
-        Err(StoreError::Conflict) => return Err(ApiError::EmailTaken),
-        other => other?,
-    };
-    log::info!("user {} signed up", user.id);
+    let user = accounts::sign_up(&state, name, email, &password).await?;
     start_session(
         &state,
         &req,
@@ -203,55 +189,7 @@ pub async fn signin(
     if body.password.is_empty() {
         return Err(ApiError::field("password", "is required"));
     }
-    let password = Password::candidate(&body.password);
-
-    let signins = &crate::metrics::metrics().signins;
-    let check = match state.limiter.check_credential(&email, ip).await {
-        Ok(check) => check,
-        Err(e) => {
-            if matches!(e, ApiError::RateLimited { .. }) {
-                signins.with_label_values(&["rate_limited"]).inc();
-            }
-            return Err(e);
-        }
-    };
-    let user = state.store.user_by_email(&email).await?;
-    let hash = user.as_ref().and_then(|u| u.password_hash.as_deref());
-    // Unknown emails and password-less accounts pay for one bcrypt run too.
-    let matched = state.hasher.verify(&password, hash).await?;
-    let user = match user {
-        Some(user) if matched => user,
-        _ => {
-            // The reserved slots stand as this failure.
-            signins.with_label_values(&["invalid_credentials"]).inc();
-            return Err(ApiError::InvalidCredentials);
-        }
-    };
-    signins.with_label_values(&["success"]).inc();
-    state.limiter.passed(check).await?;
-
-    if user
-        .password_hash
-        .as_deref()
-        .is_some_and(|h| state.hasher.needs_rehash(h))
-    {
-        if let Ok(password) = Password::parse(&body.password, "password") {
-            let rehashed = state.hasher.hash(&password).await?;
-            // Only while the password is still the one just checked.
-            if state
-                .store
-                .rehash_password(user.id, &rehashed, user.credential_version)
-                .await?
-            {
-                log::info!(
-                    "user {} password re-hashed at cost {}",
-                    user.id,
-                    state.hasher.cost()
-                );
-            }
-        }
-    }
-    log::info!("user {} signed in", user.id);
+    let user = accounts::password_sign_in(&state, &email, &body.password, ip).await?;
     start_session(
         &state,
         &req,

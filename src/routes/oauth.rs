@@ -20,18 +20,17 @@ use super::{
     resource, UserBody,
 };
 use crate::{
-    accounts::{self, Proof},
+    accounts::{self, ProviderIdentity},
     auth::{
         oauth_flow::{Flow, FLOW_TTL_SECS},
         ClientIp, CredentialBudget, CurrentUser,
     },
     clock,
-    domain::{AuthProvider, Email, User, UserId, UserName},
+    domain::{AuthProvider, Email},
     error::ApiError,
-    mail::notices::notify,
     sessions,
     state::AppState,
-    store::{NewUser, StoreError, TokenKind},
+    store::{StoreError, TokenKind},
 };
 
 pub fn configure(cfg: &mut web::ServiceConfig) {
@@ -193,20 +192,6 @@ pub async fn oauth_signin(
         .finish())
 }
 
-/// The identity a provider vouched for.
-struct Identity {
-    provider: AuthProvider,
-    account_id: String,
-    email: Option<Email>,
-    /// Whether the provider reports the address verified (enough to create an account for it).
-    email_verified: bool,
-    /// Whether the provider vouches that the address belongs to this account (enough to link
-    /// to an existing account, and to prove the address).
-    vouched: bool,
-    name: Option<String>,
-    image: Option<String>,
-}
-
 fn provider_failed(provider: AuthProvider, e: crate::upstream::UpstreamError) -> ApiError {
     let outcome = match e {
         crate::upstream::UpstreamError::Timeout => "timeout",
@@ -225,7 +210,7 @@ async fn fetch_identity(
     provider: AuthProvider,
     code: &str,
     flow: &Flow,
-) -> Result<Identity, ApiError> {
+) -> Result<ProviderIdentity, ApiError> {
     match provider {
         AuthProvider::Github => {
             let github = state.github.as_ref().ok_or(ApiError::UnknownProvider)?;
@@ -241,7 +226,7 @@ async fn fetch_identity(
                 Some((raw, verified)) => (Email::parse(raw).ok(), *verified),
                 None => (None, false),
             };
-            Ok(Identity {
+            Ok(ProviderIdentity {
                 provider,
                 account_id: profile.id,
                 email,
@@ -265,7 +250,7 @@ async fn fetch_identity(
                 && email
                     .as_ref()
                     .is_some_and(|e| e.as_str().ends_with("@gmail.com") || profile.hd.is_some());
-            Ok(Identity {
+            Ok(ProviderIdentity {
                 provider,
                 account_id: profile.sub,
                 email,
@@ -277,140 +262,6 @@ async fn fetch_identity(
         }
         AuthProvider::Credentials => Err(ApiError::UnknownProvider),
     }
-}
-
-fn display_name(identity: &Identity, email: &Email) -> UserName {
-    identity
-        .name
-        .as_deref()
-        .and_then(|n| {
-            UserName::parse(&n.chars().take(UserName::MAX_CHARS).collect::<String>()).ok()
-        })
-        .or_else(|| UserName::parse(email.as_str().split('@').next().unwrap_or("")).ok())
-        .or_else(|| UserName::parse("New user").ok())
-        .unwrap_or_else(unreachable_name)
-}
-
-#[allow(clippy::expect_used)]
-fn unreachable_name() -> UserName {
-    UserName::parse("User").expect("a constant valid name")
-}
-
-fn usable_image(raw: Option<&str>) -> Option<String> {
-    let raw = raw?;
-    let url = url::Url::parse(raw).ok()?;
-    (matches!(url.scheme(), "http" | "https") && raw.len() <= 2048).then(|| raw.to_owned())
-}
-
-/// The account policy: a known identity signs its user in; a vouched email links to its
-/// account; an unvouched one that matches an account is refused; a new address gets a new user
-/// only when the provider reports it verified.
-async fn resolve_account(state: &AppState, identity: &Identity) -> Result<User, ApiError> {
-    let store = &state.store;
-    let this = Proof::Identity(identity.provider, &identity.account_id);
-    for _ in 0..2 {
-        if let Some(user) = store
-            .user_by_identity(identity.provider, &identity.account_id)
-            .await?
-        {
-            let proves = identity.vouched && identity.email.as_ref() == Some(&user.email);
-            if proves && user.email_verified.is_none() {
-                accounts::first_proof(state, &user, this).await?;
-                return store
-                    .user_by_id(user.id)
-                    .await?
-                    .ok_or(ApiError::Unauthenticated);
-            }
-            return Ok(user);
-        }
-        let Some(email) = &identity.email else {
-            log::warn!(
-                "{} shared no usable email address",
-                identity.provider.as_str()
-            );
-            return Err(ApiError::ProviderError);
-        };
-        let now = clock::now();
-        match store.user_by_email(email).await? {
-            Some(user) if identity.vouched => {
-                match store
-                    .link_identity(user.id, identity.provider, &identity.account_id, now)
-                    .await
-                {
-                    Ok(true) => {
-                        log::info!("user {} linked {}", user.id, identity.provider.as_str());
-                        if user.email_verified.is_none() {
-                            // Pre-hijacking defence: whoever registered this address first never
-                            // proved it, the provider now does. The owner takes the account:
-                            // what was attached while it was unproven goes, the unproven password
-                            // too, and every session of it ends, all in one store step.
-                            accounts::first_proof(state, &user, this).await?;
-                        }
-                        notify(
-                            &state.mailer,
-                            &user,
-                            "A sign-in provider was linked to your account",
-                            match identity.provider {
-                                AuthProvider::Github => {
-                                    "Your account can now be signed in to with GitHub."
-                                }
-                                _ => "Your account can now be signed in to with Google.",
-                            },
-                        );
-                        return store
-                            .user_by_id(user.id)
-                            .await?
-                            .ok_or(ApiError::AccountNotLinked);
-                    }
-                    // The user has another identity of this provider, or this one raced in.
-                    Err(StoreError::Conflict) => continue,
-                    Ok(false) => continue,
-                    Err(e) => return Err(e.into()),
-                }
-            }
-            Some(_) => return Err(ApiError::AccountNotLinked),
-            // An address the provider does not report verified may belong to someone else:
-            // an account made for it would be waiting for its owner (pre-account takeover).
-            None if !identity.email_verified => {
-                log::info!(
-                    "{} identity with an unverified address refused",
-                    identity.provider.as_str()
-                );
-                return Err(ApiError::EmailNotVerified);
-            }
-            None => {
-                let new_user = NewUser {
-                    id: UserId::new(),
-                    name: display_name(identity, email),
-                    email: email.clone(),
-                    image: usable_image(identity.image.as_deref()),
-                    password_hash: None,
-                    created_at: now,
-                };
-                match store
-                    .create_user_with_identity(new_user, identity.provider, &identity.account_id)
-                    .await
-                {
-                    Ok(mut user) => {
-                        log::info!(
-                            "user {} signed up with {}",
-                            user.id,
-                            identity.provider.as_str()
-                        );
-                        if identity.vouched {
-                            store.mark_email_verified(user.id, now).await?;
-                            user.email_verified = Some(now);
-                        }
-                        return Ok(user);
-                    }
-                    // The email or the identity was taken meanwhile: look again.
-                    Err(StoreError::Conflict) => continue,
-                    Err(e) => return Err(e.into()),
-                }
-            }
-        }
-    }
-    Err(ApiError::AccountNotLinked)
 }
 
 /// `url` with `key=value` appended to its query.
@@ -515,7 +366,7 @@ async fn callback(
         .upstream
         .with_label_values(&[provider.as_str(), "ok"])
         .inc();
-    let user = resolve_account(state, &identity).await?;
+    let user = accounts::resolve_identity(state, &identity).await?;
     let ip = ClientIp::resolve(req, &state.settings.trusted_proxies);
 
     if let Some(challenge) = &flow.app_challenge {

@@ -212,7 +212,9 @@ impl MongoStore {
 fn user_from_doc(d: &Document) -> Result<User, StoreError> {
     let inner = || -> anyhow::Result<User> {
         let id: UserId = d.get_str("_id")?.parse().context("user _id")?;
-        let email = Email::parse(d.get_str("email")?).map_err(|_| anyhow!("stored email"))?;
+        // One rule for stored addresses on both backends (they were parsed when written).
+        let email = Email::from_stored(d.get_str("email")?.to_owned())
+            .map_err(|_| anyhow!("stored email"))?;
         let name = UserName::parse(d.get_str("name")?).map_err(|_| anyhow!("stored name"))?;
         let image = match d.get("image") {
             Some(Bson::String(s)) => Some(s.clone()),
