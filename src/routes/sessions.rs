@@ -1,12 +1,7 @@
-//! Long-lived sign-in: refresh tokens with rotation and reuse detection, and the device list.
-//!
-//! Every use of a refresh token replaces it. Presenting a spent one again means it leaked (or a
-//! client is confused): the whole session is revoked, except within the grace period after its
-//! rotation, where the caller gets the live successor again, so two tabs refreshing at once both
-//! end up holding the one live token.
+//! Long-lived sign-in: the refresh endpoint (its rules are `sessions::refresh`) and the device
+//! list.
 
 use actix_web::{http::StatusCode, web, HttpRequest, HttpResponse};
-use secrecy::ExposeSecret;
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 use uuid::Uuid;
@@ -20,10 +15,8 @@ use crate::{
     auth::{cookies::REFRESH_COOKIE, csrf, CredentialBudget, CurrentUser},
     clock::{self, rfc3339},
     error::ApiError,
-    mail::notices::notify,
-    sessions::{new_refresh_token, Started},
+    sessions,
     state::AppState,
-    store::{RefreshState, SessionRecord, TokenKind},
 };
 
 pub fn configure(cfg: &mut web::ServiceConfig) {
@@ -75,10 +68,6 @@ pub struct SessionList {
     pub sessions: Vec<SessionItem>,
 }
 
-fn invalid() -> ApiError {
-    ApiError::InvalidRefresh
-}
-
 /// Exchange a refresh token for a new access token and a new refresh token.
 #[utoipa::path(post, path = "/api/auth/refresh", tag = "sessions",
     request_body(content = Option<RefreshRequest>, description = "App clients send the token; browsers send an empty body with the refresh cookie and X-CSRF-Token"),
@@ -106,7 +95,7 @@ pub async fn refresh(
     let (token, client, by_cookie) = match body.refresh_token {
         Some(token) => (token, body.client.unwrap_or(ClientKind::App), false),
         None => {
-            let cookie = req.cookie(REFRESH_COOKIE).ok_or_else(invalid)?;
+            let cookie = req.cookie(REFRESH_COOKIE).ok_or(ApiError::InvalidRefresh)?;
             (cookie.value().to_owned(), ClientKind::Browser, true)
         }
     };
@@ -127,157 +116,10 @@ pub async fn refresh(
             &[None, session],
         )
     };
-    if token.is_empty() || token.len() > 256 {
-        csrf_ok(None)?;
-        return Err(invalid());
-    }
-    let hash = crate::random::token_hash(&token);
-    let now = clock::now();
-    let Some((session, refresh)) = state.store.session_by_refresh(&hash, now).await? else {
-        // Not live anywhere: spent long ago (reuse), or never ours.
-        if let Some(spent) = state
-            .store
-            .peek_token(TokenKind::RefreshSpent, &hash, now)
-            .await?
-        {
-            if let Ok(id) = spent.data.parse::<Uuid>() {
-                csrf_ok(Some(id))?;
-                revoke_reused(&state, id, spent.user_id).await?;
-                return Err(ApiError::RefreshReused);
-            }
-        }
-        csrf_ok(None)?;
-        return Err(invalid());
-    };
-    csrf_ok(Some(session.id))?;
-    let user = state
-        .store
-        .user_by_id(session.user_id)
-        .await?
-        .ok_or_else(invalid)?;
-
-    if refresh.hash.as_deref() == Some(hash.as_str()) {
-        let (next, next_hash) = new_refresh_token();
-        let sealed = state
-            .vault
-            .seal_secret(&successor_context(&session), &next)
-            .map_err(ApiError::internal)?;
-        if state
-            .store
-            .rotate_refresh(session.user_id, session.id, &hash, &next_hash, &sealed, now)
-            .await?
-        {
-            state
-                .store
-                .put_token(
-                    TokenKind::RefreshSpent,
-                    &hash,
-                    Some(user.id),
-                    &session.id.to_string(),
-                    session.expires_at,
-                )
-                .await
-                .or_else(|e| match e {
-                    crate::store::StoreError::Conflict => Ok(()),
-                    e => Err(e),
-                })?;
-            log::info!("user {} refreshed session {}", user.id, session.id);
-            return answer(&state, &user, &session, next, client, now);
-        }
-        // Another request rotated this token a moment ago: take what it made, within grace.
-        let Some((session, refresh)) = state.store.session_by_refresh(&hash, now).await? else {
-            return Err(invalid());
-        };
-        return within_grace(&state, &user, &session, &refresh, &hash, client, now).await;
-    }
-    within_grace(&state, &user, &session, &refresh, &hash, client, now).await
-}
-
-fn successor_context(session: &SessionRecord) -> String {
-    format!("refresh-successor|{}|{}", session.user_id, session.id)
-}
-
-/// A spent token came back: its successor again within the grace period, else revocation.
-async fn within_grace(
-    state: &AppState,
-    user: &crate::domain::User,
-    session: &SessionRecord,
-    refresh: &RefreshState,
-    hash: &str,
-    client: ClientKind,
-    now: time::OffsetDateTime,
-) -> Result<HttpResponse, ApiError> {
-    let grace = state.settings.refresh_grace;
-    let in_grace = refresh.previous_hash.as_deref() == Some(hash)
-        && refresh
-            .rotated_at
-            .is_some_and(|at| now - at <= grace && !grace.is_zero());
-    if let (true, Some(sealed)) = (in_grace, &refresh.successor) {
-        if let Ok(next) = state.vault.open_secret(&successor_context(session), sealed) {
-            log::info!(
-                "user {}: refresh within grace for session {}",
-                user.id,
-                session.id
-            );
-            return answer(
-                state,
-                user,
-                session,
-                next.expose_secret().to_owned(),
-                client,
-                now,
-            );
-        }
-    }
-    revoke_reused(state, session.id, Some(user.id)).await?;
-    Err(ApiError::RefreshReused)
-}
-
-/// Ends the session of a reused token and tells its user, once per session: only the call that
-/// actually ended it mails (later replays, or concurrent ones, find it ended already).
-async fn revoke_reused(
-    state: &AppState,
-    session: Uuid,
-    user: Option<crate::domain::UserId>,
-) -> Result<(), ApiError> {
-    let ended = match user {
-        Some(user) => state.store.end_user_session(user, session).await?,
-        None => state.store.end_session(session).await?,
-    };
-    if !ended {
-        return Ok(());
-    }
-    log::warn!("a spent refresh token was presented again: session {session} revoked");
-    if let Some(user) = user {
-        if let Some(user) = state.store.user_by_id(user).await? {
-            notify(
-                &state.mailer,
-                &user,
-                "A signed-in device was signed out",
-                "A refresh token of one of your sessions was used twice, which means it may have \
-                 been copied. That session was ended; sign in again on that device.",
-            );
-        }
-    }
-    Ok(())
-}
-
-fn answer(
-    state: &AppState,
-    user: &crate::domain::User,
-    session: &SessionRecord,
-    refresh: String,
-    client: ClientKind,
-    now: time::OffsetDateTime,
-) -> Result<HttpResponse, ApiError> {
-    let started = Started {
-        issued: state.jwt.issue(user, session, now)?,
-        refresh,
-        refresh_expires_at: session.expires_at,
-    };
+    let (user, started) = sessions::refresh(&state, &token, csrf_ok).await?;
     Ok(session_answer(
-        state,
-        user,
+        &state,
+        &user,
         &started,
         client,
         StatusCode::OK,
