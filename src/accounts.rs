@@ -2,14 +2,117 @@
 //! a password, and what the first proof of an address does.
 
 use crate::{
-    auth::ClientIp,
+    auth::{ClientIp, CurrentUser},
     clock,
     domain::{AuthProvider, Email, Password, User, UserId, UserName},
     error::ApiError,
     mail::notices::notify,
     state::AppState,
-    store::{NewUser, StoreError},
+    store::{CredentialChange, NewUser, StoreError},
 };
+
+/// Sets or changes the signed-in user's password after the step-up check: in one store step the
+/// new hash, every other session ended, every reset link spent, and the credential version moved
+/// so that a sign-in in flight with the old password starts none. The owner is told.
+pub async fn change_password(
+    state: &AppState,
+    current: &CurrentUser,
+    ip: ClientIp,
+    user: &User,
+    current_password: Option<&str>,
+    new_password: &Password,
+) -> Result<(), ApiError> {
+    confirm_identity(
+        state,
+        current,
+        ip,
+        user,
+        current_password,
+        "currentPassword",
+    )
+    .await?;
+    let hash = state.hasher.hash(new_password).await?;
+    if !state
+        .store
+        .change_password(
+            user.id,
+            CredentialChange {
+                hash: Some(&hash),
+                keep: Some(current.session_id),
+                // Only the credential the step-up check verified: a reset or an address
+                // clean-up that answered meanwhile wins, and this request changes nothing.
+                expected_version: Some(user.credential_version),
+            },
+            clock::now(),
+        )
+        .await?
+    {
+        return Err(ApiError::Unauthenticated);
+    }
+    notify(
+        &state.mailer,
+        user,
+        "Your password was changed",
+        if user.has_password() {
+            "The password of your account was just changed."
+        } else {
+            "A password was just set for your account."
+        },
+    );
+    log::info!("user {} changed password; other sessions ended", user.id);
+    Ok(())
+}
+
+/// Deletes the signed-in user's account after the step-up check, only while the credential is
+/// the one just verified (a reset meanwhile wins).
+pub async fn delete_account(
+    state: &AppState,
+    current: &CurrentUser,
+    ip: ClientIp,
+    user: &User,
+    password: Option<&str>,
+) -> Result<(), ApiError> {
+    confirm_identity(state, current, ip, user, password, "password").await?;
+    if !state
+        .store
+        .delete_user(user.id, Some(user.credential_version))
+        .await?
+    {
+        return Err(ApiError::Unauthenticated);
+    }
+    log::info!("user {} deleted their account", user.id);
+    Ok(())
+}
+
+/// Proves the caller may take a sensitive action: the password when the user has one (checked
+/// under the sign-in limits of the user's email and the client's IP, like a sign-in),
+/// otherwise a sign-in within the last 10 minutes.
+async fn confirm_identity(
+    state: &AppState,
+    current: &CurrentUser,
+    ip: ClientIp,
+    user: &User,
+    password: Option<&str>,
+    field: &str,
+) -> Result<(), ApiError> {
+    match (&user.password_hash, password) {
+        (Some(_), None) => Err(ApiError::field(field, "is required")),
+        (Some(hash), Some(given)) => {
+            let check = state.limiter.check_credential(&user.email, ip).await?;
+            let ok = state
+                .hasher
+                .verify(&Password::candidate(given), Some(hash))
+                .await?;
+            if !ok {
+                // The reserved slots stand as this failure.
+                return Err(ApiError::InvalidCredentials);
+            }
+            state.limiter.passed(check).await
+        }
+        (None, _) if current.recently_authenticated() => Ok(()),
+        (None, _) => Err(ApiError::ReauthRequired),
+    }
+}
 
 /// A new account with a password; `email_taken` when the address has one (the unique index
 /// decides: no read-before-write race).

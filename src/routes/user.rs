@@ -9,13 +9,13 @@ use super::{
     resource, UserBody,
 };
 use crate::{
+    accounts,
     auth::{ClientIp, CurrentUser},
     clock,
     domain::{FieldError, FieldErrors, Password, User, UserName},
     error::ApiError,
-    mail::notices::notify,
     state::AppState,
-    store::{CredentialChange, ProfileUpdate},
+    store::ProfileUpdate,
 };
 
 pub fn configure(cfg: &mut web::ServiceConfig) {
@@ -87,36 +87,6 @@ async fn load_user(state: &AppState, current: &CurrentUser) -> Result<User, ApiE
         .user_by_id(current.id)
         .await?
         .ok_or(ApiError::Unauthenticated)
-}
-
-/// Proves the caller may take a sensitive action: the password when the user has one (checked
-/// under the sign-in limits of the user's email and the client's IP, like a sign-in),
-/// otherwise a sign-in within the last 10 minutes.
-async fn confirm_identity(
-    state: &AppState,
-    current: &CurrentUser,
-    ip: ClientIp,
-    user: &User,
-    password: Option<&str>,
-    field: &str,
-) -> Result<(), ApiError> {
-    match (&user.password_hash, password) {
-        (Some(_), None) => Err(ApiError::field(field, "is required")),
-        (Some(hash), Some(given)) => {
-            let check = state.limiter.check_credential(&user.email, ip).await?;
-            let ok = state
-                .hasher
-                .verify(&Password::candidate(given), Some(hash))
-                .await?;
-            if !ok {
-                // The reserved slots stand as this failure.
-                return Err(ApiError::InvalidCredentials);
-            }
-            state.limiter.passed(check).await
-        }
-        (None, _) if current.recently_authenticated() => Ok(()),
-        (None, _) => Err(ApiError::ReauthRequired),
-    }
 }
 
 /// The signed-in user.
@@ -200,46 +170,15 @@ pub async fn change_password(
 ) -> Result<HttpResponse, ApiError> {
     let new_password = Password::parse(&body.new_password, "newPassword")?;
     let user = load_user(&state, &current).await?;
-    confirm_identity(
+    accounts::change_password(
         &state,
         &current,
         ip,
         &user,
         body.current_password.as_deref(),
-        "currentPassword",
+        &new_password,
     )
     .await?;
-    let hash = state.hasher.hash(&new_password).await?;
-    // One step: the new hash, every other session ended, every reset link spent, and the
-    // credential version moved so that a sign-in in flight with the old password starts none.
-    if !state
-        .store
-        .change_password(
-            user.id,
-            CredentialChange {
-                hash: Some(&hash),
-                keep: Some(current.session_id),
-                // Only the credential the step-up check verified: a reset or an address
-                // clean-up that answered meanwhile wins, and this request changes nothing.
-                expected_version: Some(user.credential_version),
-            },
-            clock::now(),
-        )
-        .await?
-    {
-        return Err(ApiError::Unauthenticated);
-    }
-    notify(
-        &state.mailer,
-        &user,
-        "Your password was changed",
-        if user.has_password() {
-            "The password of your account was just changed."
-        } else {
-            "A password was just set for your account."
-        },
-    );
-    log::info!("user {} changed password; other sessions ended", user.id);
     Ok(HttpResponse::NoContent().finish())
 }
 
@@ -267,24 +206,7 @@ pub async fn delete_user(
     OptionalJson(body): OptionalJson<DeleteUserRequest>,
 ) -> Result<HttpResponse, ApiError> {
     let user = load_user(&state, &current).await?;
-    confirm_identity(
-        &state,
-        &current,
-        ip,
-        &user,
-        body.password.as_deref(),
-        "password",
-    )
-    .await?;
-    // Only while the credential is the one just verified (a reset meanwhile wins).
-    if !state
-        .store
-        .delete_user(user.id, Some(user.credential_version))
-        .await?
-    {
-        return Err(ApiError::Unauthenticated);
-    }
-    log::info!("user {} deleted their account", user.id);
+    accounts::delete_account(&state, &current, ip, &user, body.password.as_deref()).await?;
     Ok(HttpResponse::NoContent()
         .cookie(state.cookies.clear_session())
         .cookie(state.cookies.clear_refresh())

@@ -188,7 +188,9 @@ async fn a_crash_loses_no_acknowledged_write(backend: Backend) {
             }
         }));
     }
-    tokio::time::sleep(Duration::from_millis(1500)).await;
+    // The MongoDB test server takes 150-250 ms a sign-up here: 3 s give the six writers
+    // enough acknowledged writes to check on a loaded machine.
+    tokio::time::sleep(Duration::from_secs(3)).await;
     child.signal("KILL");
     stop.store(true, std::sync::atomic::Ordering::SeqCst);
     for w in writers {
