@@ -39,6 +39,25 @@ pub struct NewUser {
     pub created_at: OffsetDateTime,
 }
 
+impl NewUser {
+    /// The user as the store holds it right after creating it (linked to `linked`, if any): the
+    /// one way every backend turns a new user into a `User`.
+    pub fn into_created(self, linked: Option<AuthProvider>) -> User {
+        User {
+            id: self.id,
+            name: self.name,
+            email: self.email,
+            image: self.image,
+            password_hash: self.password_hash,
+            linked: linked.into_iter().collect(),
+            email_verified: None,
+            credential_version: 0,
+            created_at: self.created_at,
+            updated_at: self.created_at,
+        }
+    }
+}
+
 /// A change of a user's password.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct CredentialChange<'a> {

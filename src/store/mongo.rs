@@ -399,18 +399,7 @@ impl UserStore for MongoStore {
     async fn create_user(&self, user: NewUser) -> Result<User, StoreError> {
         self.bounded(self.users().insert_one(new_user_doc(&user, None)))
             .await?;
-        Ok(User {
-            id: user.id,
-            name: user.name,
-            email: user.email,
-            image: user.image,
-            password_hash: user.password_hash,
-            linked: Vec::new(),
-            email_verified: None,
-            credential_version: 0,
-            created_at: user.created_at,
-            updated_at: user.created_at,
-        })
+        Ok(user.into_created(None))
     }
 
     async fn user_by_id(&self, id: UserId) -> Result<Option<User>, StoreError> {
@@ -1306,18 +1295,7 @@ impl IdentityStore for MongoStore {
             Ok(())
         })
         .await?;
-        Ok(User {
-            id: user.id,
-            name: user.name,
-            email: user.email,
-            image: user.image,
-            password_hash: user.password_hash,
-            linked: vec![provider],
-            email_verified: None,
-            credential_version: 0,
-            created_at: user.created_at,
-            updated_at: user.created_at,
-        })
+        Ok(user.into_created(Some(provider)))
     }
 
     async fn link_identity(

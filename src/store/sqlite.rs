@@ -352,18 +352,7 @@ fn insert_user(conn: &Connection, user: NewUser) -> rusqlite::Result<User> {
         user.password_hash,
         at
     ])?;
-    Ok(User {
-        id: user.id,
-        name: user.name,
-        email: user.email,
-        image: user.image,
-        password_hash: user.password_hash,
-        linked: Vec::new(),
-        email_verified: None,
-        credential_version: 0,
-        created_at: user.created_at,
-        updated_at: user.created_at,
-    })
+    Ok(user.into_created(None))
 }
 
 fn insert_identity(
