@@ -47,6 +47,14 @@ macro_rules! api_errors {
 
         /// Every stable error code, for the OpenAPI description.
         pub const ALL_CODES: &[&str] = &[$($code),+];
+
+        /// The HTTP status a code answers with.
+        pub fn status_of(code: &str) -> Option<StatusCode> {
+            match code {
+                $($code => Some(StatusCode::$status),)+
+                _ => None,
+            }
+        }
     };
 }
 

@@ -2,11 +2,13 @@
 
 use utoipa::{
     openapi::{
+        header::HeaderBuilder,
+        path::Operation,
         schema::SchemaType,
         security::{ApiKey, ApiKeyValue, HttpAuthScheme, HttpBuilder, SecurityScheme},
-        ObjectBuilder, RefOr, Required, Schema, Type,
+        Content, ObjectBuilder, Ref, RefOr, Required, Schema, Type,
     },
-    Modify, OpenApi,
+    Modify, OpenApi, PartialSchema,
 };
 
 use crate::{error, routes};
@@ -22,40 +24,8 @@ use crate::{error, routes};
             PATCH, DELETE) must also send `X-CSRF-Token` with the token from `GET /api/auth/csrf`.",
         license(name = "MIT"),
     ),
-    paths(
-        routes::auth::signup,
-        routes::auth::signin,
-        routes::auth::session,
-        routes::auth::signout,
-        routes::auth::csrf,
-        routes::auth::providers,
-        routes::user::get_user,
-        routes::user::update_user,
-        routes::user::delete_user,
-        routes::user::change_password,
-        routes::api_keys::list_api_keys,
-        routes::api_keys::update_api_keys,
-        routes::api_keys::delete_api_key,
-        routes::generate::generate,
-        routes::oauth::oauth_signin,
-        routes::oauth::oauth_callback,
-        routes::oauth::exchange_code,
-        routes::oauth::unlink_provider,
-        routes::sessions::refresh,
-        routes::sessions::list_sessions,
-        routes::sessions::end_session,
-        routes::email::request_verification,
-        routes::email::verify_email,
-        routes::email::forgot_password,
-        routes::email::reset_password,
-        routes::health::healthz,
-        routes::health::readyz,
-        routes::health::metrics,
-        routes::docs::openapi_json,
-        routes::docs::docs,
-    ),
     components(schemas(error::Problem, routes::UserBody)),
-    modifiers(&Security, &ErrorCodes, &OptionalBodies),
+    modifiers(&Operations, &ProblemAnswers, &Security, &ErrorCodes, &OptionalBodies),
     tags(
         (name = "auth", description = "Sign-up, sign-in, sessions"),
         (name = "user", description = "The signed-in user's account"),
@@ -69,6 +39,65 @@ use crate::{error, routes};
     )
 )]
 pub struct ApiDoc;
+
+/// The paths come from the one list of operations the router is built from.
+struct Operations;
+
+impl Modify for Operations {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        routes::document(openapi);
+    }
+}
+
+/// The operations of every path, for passes that change each.
+fn operations_mut(openapi: &mut utoipa::openapi::OpenApi) -> impl Iterator<Item = &mut Operation> {
+    openapi.paths.paths.values_mut().flat_map(|item| {
+        [
+            &mut item.get,
+            &mut item.put,
+            &mut item.post,
+            &mut item.delete,
+            &mut item.patch,
+        ]
+        .into_iter()
+        .flatten()
+    })
+}
+
+/// Every 4xx and 5xx answer is `application/problem+json` with a `Problem` body, and every 429
+/// says when to retry: both are added here, once, to each such answer that a handler or a
+/// `routes::problems` set documents with a status and a description.
+struct ProblemAnswers;
+
+impl Modify for ProblemAnswers {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        for operation in operations_mut(openapi) {
+            for (status, response) in operation.responses.responses.iter_mut() {
+                let (Ok(status), RefOr::T(response)) = (status.parse::<u16>(), response) else {
+                    continue;
+                };
+                if status < 400 {
+                    continue;
+                }
+                if response.content.is_empty() {
+                    response.content.insert(
+                        "application/problem+json".into(),
+                        Content::new(Some(Ref::from_schema_name("Problem"))),
+                    );
+                }
+                if status == 429 && !response.headers.contains_key("Retry-After") {
+                    response.headers.insert(
+                        "Retry-After".into(),
+                        HeaderBuilder::new()
+                            .schema(u64::schema())
+                            .description(Some("Seconds to wait"))
+                            .build(),
+                    );
+                }
+            }
+        }
+    }
+}
 
 struct Security;
 
@@ -120,27 +149,18 @@ impl Modify for OptionalBodies {
             matches!(schema, RefOr::T(Schema::Object(o))
                 if o.schema_type == SchemaType::Type(Type::Null))
         };
-        for item in openapi.paths.paths.values_mut() {
-            let operations = [
-                &mut item.get,
-                &mut item.put,
-                &mut item.post,
-                &mut item.delete,
-                &mut item.patch,
-            ];
-            for operation in operations.into_iter().flatten() {
-                let Some(body) = operation.request_body.as_mut() else {
-                    continue;
-                };
-                if body.required == Some(Required::True) {
-                    continue;
-                }
-                for content in body.content.values_mut() {
-                    if let Some(RefOr::T(Schema::OneOf(one_of))) = &content.schema {
-                        let mut rest = one_of.items.iter().filter(|s| !is_null(s));
-                        if let (Some(only), None) = (rest.next(), rest.next()) {
-                            content.schema = Some(only.clone());
-                        }
+        for operation in operations_mut(openapi) {
+            let Some(body) = operation.request_body.as_mut() else {
+                continue;
+            };
+            if body.required == Some(Required::True) {
+                continue;
+            }
+            for content in body.content.values_mut() {
+                if let Some(RefOr::T(Schema::OneOf(one_of))) = &content.schema {
+                    let mut rest = one_of.items.iter().filter(|s| !is_null(s));
+                    if let (Some(only), None) = (rest.next(), rest.next()) {
+                        content.schema = Some(only.clone());
                     }
                 }
             }
@@ -177,4 +197,73 @@ pub fn allowed_methods() -> std::collections::HashMap<String, String> {
             (path.clone(), methods.join(", "))
         })
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The codes a problem answer's description names (its backquoted words that are codes).
+    fn codes_in(description: &str) -> Vec<&str> {
+        description
+            .split('`')
+            .skip(1)
+            .step_by(2)
+            .filter(|word| error::ALL_CODES.contains(word))
+            .collect()
+    }
+
+    #[test]
+    fn every_problem_answer_names_codes_of_its_own_status() {
+        let openapi = ApiDoc::openapi();
+        let mut answers = 0;
+        for (path, item) in &openapi.paths.paths {
+            for operation in [&item.get, &item.put, &item.post, &item.delete, &item.patch]
+                .into_iter()
+                .flatten()
+            {
+                for (status, response) in &operation.responses.responses {
+                    let (Ok(status), RefOr::T(response)) = (status.parse::<u16>(), response) else {
+                        continue;
+                    };
+                    if status < 400 {
+                        continue;
+                    }
+                    answers += 1;
+                    let codes = codes_in(&response.description);
+                    assert!(
+                        !codes.is_empty()
+                            && response.description.starts_with(&format!("`{}`", codes[0])),
+                        "{path} {status}: the description must start with a code: {}",
+                        response.description
+                    );
+                    for code in codes {
+                        assert_eq!(
+                            error::status_of(code).map(|s| s.as_u16()),
+                            Some(status),
+                            "{path}: `{code}` is documented under {status}"
+                        );
+                    }
+                    assert!(
+                        response.content.contains_key("application/problem+json"),
+                        "{path} {status} is not problem+json"
+                    );
+                }
+            }
+        }
+        assert!(answers > 100, "only {answers} problem answers documented");
+    }
+
+    #[test]
+    fn a_code_under_the_wrong_status_is_caught() {
+        assert_eq!(
+            codes_in("`rate_limited` (per `Origin`) or `internal`"),
+            ["rate_limited", "internal"]
+        );
+        assert_eq!(
+            error::status_of("rate_limited").map(|s| s.as_u16()),
+            Some(429)
+        );
+        assert_eq!(error::status_of("no_such_code"), None);
+    }
 }

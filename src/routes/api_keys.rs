@@ -5,7 +5,7 @@ use actix_web::{web, HttpResponse};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
-use super::{json::ApiJson, resource};
+use super::{json::ApiJson, problems};
 use crate::{
     auth::CurrentUser,
     clock::{self, rfc3339},
@@ -15,15 +15,6 @@ use crate::{
     store::{KeyChange, StoredKey},
     vault::{KeyRing, Masked},
 };
-
-pub fn configure(cfg: &mut web::ServiceConfig) {
-    cfg.service(
-        resource("/api/user/api-keys")
-            .route(web::get().to(list_api_keys))
-            .route(web::post().to(update_api_keys)),
-    )
-    .service(resource("/api/user/api-keys/{provider}").route(web::delete().to(delete_api_key)));
-}
 
 /// A stored key as it may be shown.
 #[derive(Serialize, ToSchema)]
@@ -124,9 +115,8 @@ async fn answer(state: &AppState, user: UserId) -> Result<HttpResponse, ApiError
     security(("bearer" = []), ("cookie" = [])),
     responses(
         (status = 200, description = "Every provider, masked or null", body = ApiKeysBody),
-        (status = 401, description = "`unauthenticated`", body = crate::error::Problem, content_type = "application/problem+json"),
-        (status = 500, description = "`vault_open_failed` (a stored key does not decrypt) or `internal`", body = crate::error::Problem, content_type = "application/problem+json"),
-        (status = 503, description = "`store_unavailable`", body = crate::error::Problem, content_type = "application/problem+json"),
+        problems::SignedIn, problems::Stored,
+        (status = 500, description = "`vault_open_failed` (a stored key does not decrypt) or `internal`"),
     ))]
 pub async fn list_api_keys(
     state: web::Data<AppState>,
@@ -141,13 +131,9 @@ pub async fn list_api_keys(
     request_body = UpdateApiKeysRequest,
     responses(
         (status = 200, description = "Every provider after the update, masked or null", body = ApiKeysBody),
-        (status = 400, description = "`validation_failed`: an unknown provider or an invalid key", body = crate::error::Problem, content_type = "application/problem+json"),
-        (status = 401, description = "`unauthenticated`", body = crate::error::Problem, content_type = "application/problem+json"),
-        (status = 403, description = "`csrf_failed` or `origin_forbidden`", body = crate::error::Problem, content_type = "application/problem+json"),
-        (status = 413, description = "`payload_too_large`", body = crate::error::Problem, content_type = "application/problem+json"),
-        (status = 415, description = "`unsupported_media_type`", body = crate::error::Problem, content_type = "application/problem+json"),
-        (status = 500, description = "`vault_open_failed` (a stored key does not decrypt) or `internal`", body = crate::error::Problem, content_type = "application/problem+json"),
-        (status = 503, description = "`store_unavailable`", body = crate::error::Problem, content_type = "application/problem+json"),
+        problems::JsonBody, problems::SignedIn, problems::CookieWrite, problems::Stored,
+        (status = 400, description = "`validation_failed`: an unknown provider or an invalid key"),
+        (status = 500, description = "`vault_open_failed` (a stored key does not decrypt) or `internal`"),
     ))]
 pub async fn update_api_keys(
     state: web::Data<AppState>,
@@ -197,11 +183,8 @@ pub async fn update_api_keys(
     params(("provider" = inline(super::KeyProviderName), Path, description = "`togetherAI`, `codeRabbit`, `oumi` or `kestra`; any other name is 404 `unknown_provider`")),
     responses(
         (status = 204, description = "The key is gone (or was never set)"),
-        (status = 401, description = "`unauthenticated`", body = crate::error::Problem, content_type = "application/problem+json"),
-        (status = 403, description = "`csrf_failed` or `origin_forbidden`", body = crate::error::Problem, content_type = "application/problem+json"),
-        (status = 404, description = "`unknown_provider`", body = crate::error::Problem, content_type = "application/problem+json"),
-        (status = 500, description = "`internal`", body = crate::error::Problem, content_type = "application/problem+json"),
-        (status = 503, description = "`store_unavailable`", body = crate::error::Problem, content_type = "application/problem+json"),
+        problems::SignedIn, problems::CookieWrite, problems::Stored,
+        (status = 404, description = "`unknown_provider`"),
     ))]
 pub async fn delete_api_key(
     state: web::Data<AppState>,

@@ -9,7 +9,7 @@ use utoipa::ToSchema;
 use super::{
     answers::{start_session, AuthResponse, ClientKind},
     json::{ApiJson, OptionalJson},
-    resource, UserBody,
+    problems, UserBody,
 };
 
 use crate::{
@@ -20,15 +20,6 @@ use crate::{
     error::ApiError,
     state::AppState,
 };
-
-pub fn configure(cfg: &mut web::ServiceConfig) {
-    cfg.service(resource("/api/auth/signup").route(web::post().to(signup)))
-        .service(resource("/api/auth/signin").route(web::post().to(signin)))
-        .service(resource("/api/auth/session").route(web::get().to(session)))
-        .service(resource("/api/auth/signout").route(web::post().to(signout)))
-        .service(resource("/api/auth/csrf").route(web::get().to(csrf)))
-        .service(resource("/api/auth/providers").route(web::get().to(providers)));
-}
 
 #[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
@@ -125,16 +116,10 @@ fn provider_type_schema() -> utoipa::openapi::ObjectBuilder {
     responses(
         (status = 201, description = "Account created and signed in; the session cookie is set",
             body = AuthResponse, headers(("Set-Cookie" = String, description = "The session cookie"))),
-        (status = 400, description = "`validation_failed`", body = crate::error::Problem, content_type = "application/problem+json"),
-        (status = 401, description = "`unauthenticated`: the account was deleted before its session could start", body = crate::error::Problem, content_type = "application/problem+json"),
-        (status = 403, description = "`origin_forbidden`: the `Origin` header names a site that is not allowed", body = crate::error::Problem, content_type = "application/problem+json"),
-        (status = 409, description = "`email_taken`", body = crate::error::Problem, content_type = "application/problem+json"),
-        (status = 413, description = "`payload_too_large`", body = crate::error::Problem, content_type = "application/problem+json"),
-        (status = 415, description = "`unsupported_media_type`", body = crate::error::Problem, content_type = "application/problem+json"),
-        (status = 429, description = "`rate_limited`", body = crate::error::Problem, content_type = "application/problem+json",
-            headers(("Retry-After" = u64, description = "Seconds to wait"))),
-        (status = 500, description = "`internal`", body = crate::error::Problem, content_type = "application/problem+json"),
-        (status = 503, description = "`store_unavailable`", body = crate::error::Problem, content_type = "application/problem+json"),
+        problems::JsonBody, problems::Limited, problems::Stored,
+        (status = 401, description = "`unauthenticated`: the account was deleted before its session could start"),
+        (status = 403, description = "`origin_forbidden`: the `Origin` header names a site that is not allowed"),
+        (status = 409, description = "`email_taken`"),
     ))]
 pub async fn signup(
     state: web::Data<AppState>,
@@ -168,16 +153,9 @@ pub async fn signup(
     responses(
         (status = 200, description = "Signed in; the session cookie is set", body = AuthResponse,
             headers(("Set-Cookie" = String, description = "The session cookie"))),
-        (status = 400, description = "`validation_failed`", body = crate::error::Problem, content_type = "application/problem+json"),
-        (status = 401, description = "`invalid_credentials`: unknown email, wrong password, or an account without a password (`unauthenticated` if the account was deleted meanwhile)",
-            body = crate::error::Problem, content_type = "application/problem+json"),
-        (status = 403, description = "`origin_forbidden`: the `Origin` header names a site that is not allowed", body = crate::error::Problem, content_type = "application/problem+json"),
-        (status = 413, description = "`payload_too_large`", body = crate::error::Problem, content_type = "application/problem+json"),
-        (status = 415, description = "`unsupported_media_type`", body = crate::error::Problem, content_type = "application/problem+json"),
-        (status = 429, description = "`rate_limited`", body = crate::error::Problem, content_type = "application/problem+json",
-            headers(("Retry-After" = u64, description = "Seconds to wait"))),
-        (status = 500, description = "`internal`", body = crate::error::Problem, content_type = "application/problem+json"),
-        (status = 503, description = "`store_unavailable`", body = crate::error::Problem, content_type = "application/problem+json"),
+        problems::JsonBody, problems::Limited, problems::Stored,
+        (status = 401, description = "`invalid_credentials`: unknown email, wrong password, or an account without a password (`unauthenticated` if the account was deleted meanwhile)"),
+        (status = 403, description = "`origin_forbidden`: the `Origin` header names a site that is not allowed"),
     ))]
 pub async fn signin(
     state: web::Data<AppState>,
@@ -206,9 +184,7 @@ pub async fn signin(
     security(("bearer" = []), ("cookie" = [])),
     responses(
         (status = 200, description = "The current session", body = SessionInfo),
-        (status = 401, description = "`unauthenticated`", body = crate::error::Problem, content_type = "application/problem+json"),
-        (status = 500, description = "`internal`", body = crate::error::Problem, content_type = "application/problem+json"),
-        (status = 503, description = "`store_unavailable`", body = crate::error::Problem, content_type = "application/problem+json"),
+        problems::SignedIn, problems::Stored,
     ))]
 pub async fn session(signed_in: SignedIn) -> Result<HttpResponse, ApiError> {
     Ok(HttpResponse::Ok().json(SessionInfo {
@@ -224,13 +200,7 @@ pub async fn session(signed_in: SignedIn) -> Result<HttpResponse, ApiError> {
     responses(
         (status = 204, description = "Signed out; the session cookie is cleared",
             headers(("Set-Cookie" = String, description = "The session cookie with Max-Age=0"))),
-        (status = 400, description = "`validation_failed`", body = crate::error::Problem, content_type = "application/problem+json"),
-        (status = 401, description = "`unauthenticated`", body = crate::error::Problem, content_type = "application/problem+json"),
-        (status = 403, description = "`csrf_failed` or `origin_forbidden`", body = crate::error::Problem, content_type = "application/problem+json"),
-        (status = 413, description = "`payload_too_large`", body = crate::error::Problem, content_type = "application/problem+json"),
-        (status = 415, description = "`unsupported_media_type`", body = crate::error::Problem, content_type = "application/problem+json"),
-        (status = 500, description = "`internal`", body = crate::error::Problem, content_type = "application/problem+json"),
-        (status = 503, description = "`store_unavailable`", body = crate::error::Problem, content_type = "application/problem+json"),
+        problems::JsonBody, problems::SignedIn, problems::CookieWrite, problems::Stored,
     ))]
 pub async fn signout(
     state: web::Data<AppState>,

@@ -15,25 +15,23 @@ const CSP: &str = "default-src 'none'; script-src 'self'; style-src 'self' 'unsa
                    img-src 'self' data:; connect-src 'self'; font-src 'self' data:; \
                    frame-ancestors 'none'; base-uri 'none'; form-action 'none'";
 
-pub fn configure(cfg: &mut web::ServiceConfig) {
-    cfg.service(super::resource("/openapi.json").route(web::get().to(openapi_json)))
-        .service(super::resource("/docs").route(web::get().to(docs)))
-        .service(
-            web::scope("/docs")
-                .wrap(Compress::default())
-                .service(
-                    web::resource("/init.js")
-                        .route(web::get().to(|| asset(INIT.as_bytes(), "text/javascript"))),
-                )
-                .service(
-                    web::resource("/swagger-ui-bundle.js")
-                        .route(web::get().to(|| asset(BUNDLE, "text/javascript"))),
-                )
-                .service(
-                    web::resource("/swagger-ui.css")
-                        .route(web::get().to(|| asset(CSS, "text/css"))),
-                ),
-        );
+/// The reference page's scripts and styles (not API operations, so not in the document).
+pub fn assets(cfg: &mut web::ServiceConfig) {
+    cfg.service(
+        web::scope("/docs")
+            .wrap(Compress::default())
+            .service(
+                web::resource("/init.js")
+                    .route(web::get().to(|| asset(INIT.as_bytes(), "text/javascript"))),
+            )
+            .service(
+                web::resource("/swagger-ui-bundle.js")
+                    .route(web::get().to(|| asset(BUNDLE, "text/javascript"))),
+            )
+            .service(
+                web::resource("/swagger-ui.css").route(web::get().to(|| asset(CSS, "text/css"))),
+            ),
+    );
 }
 
 async fn asset(bytes: &'static [u8], content_type: &'static str) -> HttpResponse {

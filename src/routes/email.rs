@@ -10,7 +10,7 @@ use utoipa::ToSchema;
 
 use super::{
     json::{ApiJson, OptionalJson},
-    resource, UserBody,
+    problems, UserBody,
 };
 use crate::{
     accounts::{self, Proof},
@@ -25,15 +25,6 @@ use crate::{
     state::AppState,
     store::{CredentialChange, TokenKind},
 };
-
-pub fn configure(cfg: &mut web::ServiceConfig) {
-    cfg.service(
-        resource("/api/auth/verify-email/request").route(web::post().to(request_verification)),
-    )
-    .service(resource("/api/auth/verify-email").route(web::post().to(verify_email)))
-    .service(resource("/api/auth/password/forgot").route(web::post().to(forgot_password)))
-    .service(resource("/api/auth/password/reset").route(web::post().to(reset_password)));
-}
 
 #[derive(Deserialize, Default, ToSchema)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
@@ -144,16 +135,11 @@ fn mail_failed(e: MailError) -> ApiError {
     request_body(content = Option<VerificationRequest>, description = "Optional; an empty body links to the public URL"),
     responses(
         (status = 202, description = "A message with a one-time link (24 h) was sent", body = Accepted),
-        (status = 400, description = "`invalid_callback_url` or `validation_failed`", body = crate::error::Problem, content_type = "application/problem+json"),
-        (status = 401, description = "`unauthenticated`", body = crate::error::Problem, content_type = "application/problem+json"),
-        (status = 403, description = "`csrf_failed` or `origin_forbidden`", body = crate::error::Problem, content_type = "application/problem+json"),
-        (status = 409, description = "`already_verified`", body = crate::error::Problem, content_type = "application/problem+json"),
-        (status = 413, description = "`payload_too_large`", body = crate::error::Problem, content_type = "application/problem+json"),
-        (status = 415, description = "`unsupported_media_type`", body = crate::error::Problem, content_type = "application/problem+json"),
-        (status = 429, description = "`rate_limited`", body = crate::error::Problem, content_type = "application/problem+json",
-            headers(("Retry-After" = u64, description = "Seconds to wait"))),
-        (status = 500, description = "`internal` (the mail could not be delivered)", body = crate::error::Problem, content_type = "application/problem+json"),
-        (status = 503, description = "`mail_unavailable` or `store_unavailable`", body = crate::error::Problem, content_type = "application/problem+json"),
+        problems::JsonBody, problems::SignedIn, problems::CookieWrite, problems::Limited,
+        (status = 400, description = "`invalid_callback_url` or `validation_failed`"),
+        (status = 409, description = "`already_verified`"),
+        (status = 500, description = "`internal` (the mail could not be delivered)"),
+        (status = 503, description = "`mail_unavailable` or `store_unavailable`"),
     ))]
 pub async fn request_verification(
     state: web::Data<AppState>,
@@ -203,14 +189,8 @@ pub async fn request_verification(
     request_body = TokenBody,
     responses(
         (status = 200, description = "The user, with `emailVerified` set", body = UserBody),
-        (status = 400, description = "`invalid_token` (unknown, used or expired) or `validation_failed`", body = crate::error::Problem, content_type = "application/problem+json"),
-        (status = 403, description = "`origin_forbidden`", body = crate::error::Problem, content_type = "application/problem+json"),
-        (status = 413, description = "`payload_too_large`", body = crate::error::Problem, content_type = "application/problem+json"),
-        (status = 415, description = "`unsupported_media_type`", body = crate::error::Problem, content_type = "application/problem+json"),
-        (status = 429, description = "`rate_limited`", body = crate::error::Problem, content_type = "application/problem+json",
-            headers(("Retry-After" = u64, description = "Seconds to wait"))),
-        (status = 500, description = "`internal`", body = crate::error::Problem, content_type = "application/problem+json"),
-        (status = 503, description = "`store_unavailable`", body = crate::error::Problem, content_type = "application/problem+json"),
+        problems::JsonBody, problems::OriginChecked, problems::Limited, problems::Stored,
+        (status = 400, description = "`invalid_token` (unknown, used or expired) or `validation_failed`"),
     ))]
 pub async fn verify_email(
     state: web::Data<AppState>,
@@ -257,14 +237,10 @@ async fn spend(state: &AppState, kind: TokenKind, token: &str) -> Result<User, A
     request_body = ForgotRequest,
     responses(
         (status = 202, description = "Accepted; a link (30 min) is mailed only if the address has an account", body = Accepted),
-        (status = 400, description = "`validation_failed` or `invalid_callback_url`", body = crate::error::Problem, content_type = "application/problem+json"),
-        (status = 403, description = "`origin_forbidden`", body = crate::error::Problem, content_type = "application/problem+json"),
-        (status = 413, description = "`payload_too_large`", body = crate::error::Problem, content_type = "application/problem+json"),
-        (status = 415, description = "`unsupported_media_type`", body = crate::error::Problem, content_type = "application/problem+json"),
-        (status = 429, description = "`rate_limited` (per client IP and per address)", body = crate::error::Problem, content_type = "application/problem+json",
-            headers(("Retry-After" = u64, description = "Seconds to wait"))),
-        (status = 500, description = "`internal`", body = crate::error::Problem, content_type = "application/problem+json"),
-        (status = 503, description = "`mail_unavailable` or `store_unavailable`", body = crate::error::Problem, content_type = "application/problem+json"),
+        problems::JsonBody, problems::OriginChecked, problems::Stored,
+        (status = 400, description = "`validation_failed` or `invalid_callback_url`"),
+        (status = 429, description = "`rate_limited` (per client IP and per address)"),
+        (status = 503, description = "`mail_unavailable` or `store_unavailable`"),
     ))]
 pub async fn forgot_password(
     state: web::Data<AppState>,
@@ -320,14 +296,8 @@ async fn send_reset(state: &AppState, email: &Email, base: &url::Url) -> Result<
     request_body = ResetRequest,
     responses(
         (status = 204, description = "Password set; every session of the user is revoked"),
-        (status = 400, description = "`invalid_token` or `validation_failed` (a weak password leaves the token unspent)", body = crate::error::Problem, content_type = "application/problem+json"),
-        (status = 403, description = "`origin_forbidden`", body = crate::error::Problem, content_type = "application/problem+json"),
-        (status = 413, description = "`payload_too_large`", body = crate::error::Problem, content_type = "application/problem+json"),
-        (status = 415, description = "`unsupported_media_type`", body = crate::error::Problem, content_type = "application/problem+json"),
-        (status = 429, description = "`rate_limited`", body = crate::error::Problem, content_type = "application/problem+json",
-            headers(("Retry-After" = u64, description = "Seconds to wait"))),
-        (status = 500, description = "`internal`", body = crate::error::Problem, content_type = "application/problem+json"),
-        (status = 503, description = "`store_unavailable`", body = crate::error::Problem, content_type = "application/problem+json"),
+        problems::JsonBody, problems::OriginChecked, problems::Limited, problems::Stored,
+        (status = 400, description = "`invalid_token` or `validation_failed` (a weak password leaves the token unspent)"),
     ))]
 pub async fn reset_password(
     state: web::Data<AppState>,

@@ -7,7 +7,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::json;
 use utoipa::ToSchema;
 
-use super::{json::ApiJson, resource};
+use super::{json::ApiJson, problems};
 use crate::{
     auth::CurrentUser,
     domain::{FieldError, FieldErrors, KeyProvider},
@@ -15,10 +15,6 @@ use crate::{
     state::AppState,
     upstream::together::{strip_fences, ChatRequest, ChatStream, StreamItem, Usage},
 };
-
-pub fn configure(cfg: &mut web::ServiceConfig) {
-    cfg.service(resource("/api/generate").route(web::post().to(generate)));
-}
 
 /// Longest prompt accepted, in characters.
 pub const MAX_PROMPT_CHARS: usize = 16_000;
@@ -181,18 +177,13 @@ async fn together_key(state: &AppState, current: &CurrentUser) -> Result<SecretS
             (`{\"code\",\"model\",\"usage\"}`), or, when the provider fails after the first delta, \
             a final `event: error` frame (`{\"code\",\"detail\"}`)",
             content((GenerateResponse = "application/json"), (String = "text/event-stream"))),
-        (status = 400, description = "`validation_failed` or `missing_api_key`", body = crate::error::Problem, content_type = "application/problem+json"),
-        (status = 401, description = "`unauthenticated`", body = crate::error::Problem, content_type = "application/problem+json"),
-        (status = 403, description = "`csrf_failed` or `origin_forbidden`", body = crate::error::Problem, content_type = "application/problem+json"),
-        (status = 413, description = "`payload_too_large`", body = crate::error::Problem, content_type = "application/problem+json"),
-        (status = 415, description = "`unsupported_media_type`", body = crate::error::Problem, content_type = "application/problem+json"),
-        (status = 422, description = "`upstream_key_rejected`: Together AI refused the stored key", body = crate::error::Problem, content_type = "application/problem+json"),
-        (status = 429, description = "`rate_limited` (per-user limit) or `upstream_rate_limited`", body = crate::error::Problem, content_type = "application/problem+json",
-            headers(("Retry-After" = u64, description = "Seconds to wait"))),
-        (status = 500, description = "`vault_open_failed` (the stored key does not decrypt) or `internal`", body = crate::error::Problem, content_type = "application/problem+json"),
-        (status = 502, description = "`upstream_error`", body = crate::error::Problem, content_type = "application/problem+json"),
-        (status = 503, description = "`store_unavailable`", body = crate::error::Problem, content_type = "application/problem+json"),
-        (status = 504, description = "`upstream_timeout`", body = crate::error::Problem, content_type = "application/problem+json"),
+        problems::JsonBody, problems::SignedIn, problems::CookieWrite, problems::Stored,
+        (status = 400, description = "`validation_failed` or `missing_api_key`"),
+        (status = 422, description = "`upstream_key_rejected`: Together AI refused the stored key"),
+        (status = 429, description = "`rate_limited` (per-user limit) or `upstream_rate_limited`"),
+        (status = 500, description = "`vault_open_failed` (the stored key does not decrypt) or `internal`"),
+        (status = 502, description = "`upstream_error`"),
+        (status = 504, description = "`upstream_timeout`"),
     ))]
 pub async fn generate(
     state: web::Data<AppState>,

@@ -6,12 +6,6 @@ use utoipa::ToSchema;
 
 use crate::{error::ApiError, state::AppState};
 
-pub fn configure(cfg: &mut web::ServiceConfig) {
-    cfg.service(super::resource("/healthz").route(web::get().to(healthz)))
-        .service(super::resource("/readyz").route(web::get().to(readyz)))
-        .service(super::resource("/metrics").route(web::get().to(metrics)));
-}
-
 /// Health status.
 #[derive(Serialize, ToSchema)]
 pub struct Status {
@@ -30,9 +24,8 @@ pub async fn healthz() -> HttpResponse {
 #[utoipa::path(get, path = "/readyz", tag = "health",
     responses(
         (status = 200, description = "The database answers", body = Status),
-        (status = 500, description = "`internal`: the database answered with an error", body = crate::error::Problem, content_type = "application/problem+json"),
-        (status = 503, description = "`store_unavailable`: the database does not answer",
-            body = crate::error::Problem, content_type = "application/problem+json"),
+        (status = 500, description = "`internal`: the database answered with an error"),
+        (status = 503, description = "`store_unavailable`: the database does not answer"),
     ))]
 pub async fn readyz(state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
     state.store.ping().await?;

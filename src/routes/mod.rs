@@ -1,6 +1,6 @@
 //! HTTP resources, one module per area of the contract, and the bodies they exchange.
 
-use actix_web::{web, HttpResponse};
+use actix_web::{http::Method, web, HttpResponse};
 use serde::{Deserialize, Deserializer, Serialize};
 use utoipa::ToSchema;
 
@@ -15,20 +15,145 @@ pub mod generate;
 pub mod health;
 pub mod json;
 pub mod oauth;
+pub mod problems;
 pub mod sessions;
 pub mod user;
 
-/// Registers every route of the service.
+/// Every operation of the API, in the order of the document: the one list from which the router
+/// is built ([`configure`]) and the document's paths are taken ([`document`]). Each handler's
+/// path and method come from its `#[utoipa::path]`, so the two cannot disagree.
+macro_rules! operations {
+    ($($module:ident::$handler:ident),+ $(,)?) => {
+        pastey::paste! {
+            fn operations() -> Vec<Operation> {
+                vec![$(Operation::of::<$module::[<__path_ $handler>]>(|| web::to($module::$handler))),+]
+            }
+
+            /// Adds every operation, and the schemas it refers to, to `openapi`.
+            pub(crate) fn document(openapi: &mut utoipa::openapi::OpenApi) {
+                $(add_to_document::<$module::[<__path_ $handler>]>(openapi);)+
+            }
+        }
+    };
+}
+
+operations![
+    auth::signup,
+    auth::signin,
+    auth::session,
+    auth::signout,
+    auth::csrf,
+    auth::providers,
+    user::get_user,
+    user::update_user,
+    user::delete_user,
+    user::change_password,
+    api_keys::list_api_keys,
+    api_keys::update_api_keys,
+    api_keys::delete_api_key,
+    generate::generate,
+    oauth::oauth_signin,
+    oauth::oauth_callback,
+    oauth::exchange_code,
+    oauth::unlink_provider,
+    sessions::refresh,
+    sessions::list_sessions,
+    sessions::end_session,
+    email::request_verification,
+    email::verify_email,
+    email::forgot_password,
+    email::reset_password,
+    health::healthz,
+    health::readyz,
+    health::metrics,
+    docs::openapi_json,
+    docs::docs,
+];
+
+/// One routed operation: where it is served and how to make its route.
+struct Operation {
+    path: String,
+    methods: Vec<Method>,
+    route: fn() -> actix_web::Route,
+}
+
+impl Operation {
+    fn of<P: utoipa::Path>(route: fn() -> actix_web::Route) -> Self {
+        use utoipa::openapi::path::HttpMethod as H;
+        let methods = P::methods()
+            .into_iter()
+            .map(|m| match m {
+                H::Get => Method::GET,
+                H::Post => Method::POST,
+                H::Put => Method::PUT,
+                H::Delete => Method::DELETE,
+                H::Options => Method::OPTIONS,
+                H::Head => Method::HEAD,
+                H::Patch => Method::PATCH,
+                H::Trace => Method::TRACE,
+            })
+            .collect();
+        Self {
+            path: P::path(),
+            methods,
+            route,
+        }
+    }
+}
+
+/// What `#[derive(OpenApi)]` does for each of its `paths(...)`: the operation with its tags, and
+/// the schemas it refers to. (The traits are utoipa's own, hidden from its documentation.)
+fn add_to_document<P>(openapi: &mut utoipa::openapi::OpenApi)
+where
+    P: utoipa::Path + utoipa::__dev::SchemaReferences + utoipa::__dev::Tags<'static>,
+{
+    let mut operation = P::operation();
+    operation
+        .tags
+        .get_or_insert_with(Vec::new)
+        .extend(P::tags().into_iter().map(str::to_owned));
+    openapi
+        .paths
+        .add_path_operation(P::path(), P::methods(), operation);
+    let mut schemas = Vec::new();
+    P::schemas(&mut schemas);
+    let components = openapi.components.get_or_insert_with(Default::default);
+    components.schemas.extend(schemas);
+}
+
+/// Registers every route of the service: one resource per path of [`operations!`], whose
+/// unsupported methods answer 405, then the reference page's assets.
 pub fn configure(cfg: &mut web::ServiceConfig) {
-    health::configure(cfg);
-    docs::configure(cfg);
-    auth::configure(cfg);
-    user::configure(cfg);
-    api_keys::configure(cfg);
-    generate::configure(cfg);
-    oauth::configure(cfg);
-    email::configure(cfg);
-    sessions::configure(cfg);
+    for (path, routes) in grouped_by_path() {
+        let resource = routes
+            .into_iter()
+            .fold(resource(&path), |resource, route| resource.route(route));
+        cfg.service(resource);
+    }
+    docs::assets(cfg);
+}
+
+fn grouped_by_path() -> Vec<(String, Vec<actix_web::Route>)> {
+    let mut paths: Vec<(String, Vec<actix_web::Route>)> = Vec::new();
+    for operation in operations() {
+        let routes = operation
+            .methods
+            .iter()
+            .map(|method| (operation.route)().method(method.clone()));
+        match paths.iter_mut().find(|(path, _)| *path == operation.path) {
+            Some((_, existing)) => existing.extend(routes),
+            None => paths.push((operation.path, routes.collect())),
+        }
+    }
+    paths
+}
+
+/// The path patterns the router serves, in the order they are registered.
+pub fn registered_paths() -> Vec<String> {
+    grouped_by_path()
+        .into_iter()
+        .map(|(path, _)| path)
+        .collect()
 }
 
 /// Distinguishes an absent field (`None`) from an explicit `null` (`Some(None)`).
@@ -56,30 +181,15 @@ pub async fn not_found() -> Result<HttpResponse, ApiError> {
     Err(ApiError::NotFound)
 }
 
-/// Every path pattern given to `resource`, so tests can compare the router with the document.
-static REGISTERED: std::sync::Mutex<std::collections::BTreeSet<String>> =
-    std::sync::Mutex::new(std::collections::BTreeSet::new());
-
 /// The path pattern of the resource that answered, for metrics (reading it back from the router
 /// would match the path again).
 pub struct RouteLabel(pub std::sync::Arc<str>);
 
 /// A resource at `path` whose unsupported methods answer 405 problem+json.
-pub fn resource(path: &str) -> actix_web::Resource {
-    if let Ok(mut registered) = REGISTERED.lock() {
-        registered.insert(path.to_owned());
-    }
+fn resource(path: &str) -> actix_web::Resource {
     web::resource(path)
         .app_data(RouteLabel(path.into()))
         .default_service(web::to(method_not_allowed))
-}
-
-/// The path patterns registered so far (complete once an app has been built).
-pub fn registered_paths() -> Vec<String> {
-    REGISTERED
-        .lock()
-        .map(|r| r.iter().cloned().collect())
-        .unwrap_or_default()
 }
 
 /// A user as clients see it.

@@ -17,7 +17,7 @@ use utoipa::{IntoParams, ToSchema};
 use super::{
     answers::{origin, session_answer, session_cookies, AuthResponse, ClientKind},
     json::ApiJson,
-    resource, UserBody,
+    problems, UserBody,
 };
 use crate::{
     accounts::{self, ProviderIdentity},
@@ -32,15 +32,6 @@ use crate::{
     state::AppState,
     store::{StoreError, TokenKind},
 };
-
-pub fn configure(cfg: &mut web::ServiceConfig) {
-    cfg.service(resource("/api/auth/signin/{provider}").route(web::get().to(oauth_signin)))
-        .service(resource("/api/auth/callback/{provider}").route(web::get().to(oauth_callback)))
-        .service(resource("/api/auth/token").route(web::post().to(exchange_code)))
-        .service(
-            resource("/api/user/providers/{provider}").route(web::delete().to(unlink_provider)),
-        );
-}
 
 /// How long a one-time code for an app lives.
 const CODE_TTL_SECS: i64 = 60;
@@ -111,12 +102,9 @@ fn enabled(state: &AppState, raw: &str) -> Result<AuthProvider, ApiError> {
     responses(
         (status = 302, description = "To the provider's authorize URL (with `state`, PKCE S256 `code_challenge`, and for Google a `nonce`); the flow cookie is set",
             headers(("Location" = String, description = "The provider's authorize URL"))),
-        (status = 400, description = "`invalid_callback_url`, or `validation_failed` (an app callback without `codeChallenge`)", body = crate::error::Problem, content_type = "application/problem+json"),
-        (status = 404, description = "`unknown_provider`: not `github` or `google`, or that provider is not configured", body = crate::error::Problem, content_type = "application/problem+json"),
-        (status = 429, description = "`rate_limited`", body = crate::error::Problem, content_type = "application/problem+json",
-            headers(("Retry-After" = u64, description = "Seconds to wait"))),
-        (status = 500, description = "`internal`", body = crate::error::Problem, content_type = "application/problem+json"),
-        (status = 503, description = "`store_unavailable`", body = crate::error::Problem, content_type = "application/problem+json"),
+        problems::Limited, problems::Stored,
+        (status = 400, description = "`invalid_callback_url`, or `validation_failed` (an app callback without `codeChallenge`)"),
+        (status = 404, description = "`unknown_provider`: not `github` or `google`, or that provider is not configured"),
     ))]
 pub async fn oauth_signin(
     state: web::Data<AppState>,
@@ -284,13 +272,12 @@ fn redirect(location: &str) -> actix_web::HttpResponseBuilder {
     responses(
         (status = 302, description = "To the callbackUrl: with the session cookie set, or for an app callback with `?code=` (a one-time code for `POST /api/auth/token`) and no cookie; with `?error=` when the user declined",
             headers(("Location" = String, description = "The callbackUrl"))),
-        (status = 400, description = "`invalid_state` (forged, missing, expired or already used), or `validation_failed` (no `code`)", body = crate::error::Problem, content_type = "application/problem+json"),
-        (status = 401, description = "`unauthenticated`: the account was deleted before its session could start", body = crate::error::Problem, content_type = "application/problem+json"),
-        (status = 404, description = "`unknown_provider`: not `github` or `google`, or that provider is not configured", body = crate::error::Problem, content_type = "application/problem+json"),
-        (status = 409, description = "`account_not_linked`: an account has this email and the provider does not vouch for it; `email_not_verified`: no account has this email and the provider does not report it verified, so none is made", body = crate::error::Problem, content_type = "application/problem+json"),
-        (status = 500, description = "`internal`", body = crate::error::Problem, content_type = "application/problem+json"),
-        (status = 502, description = "`provider_error`: the provider failed, timed out, or sent an ID token that does not verify", body = crate::error::Problem, content_type = "application/problem+json"),
-        (status = 503, description = "`store_unavailable`", body = crate::error::Problem, content_type = "application/problem+json"),
+        problems::Stored,
+        (status = 400, description = "`invalid_state` (forged, missing, expired or already used), or `validation_failed` (no `code`)"),
+        (status = 401, description = "`unauthenticated`: the account was deleted before its session could start"),
+        (status = 404, description = "`unknown_provider`: not `github` or `google`, or that provider is not configured"),
+        (status = 409, description = "`account_not_linked`: an account has this email and the provider does not vouch for it; `email_not_verified`: no account has this email and the provider does not report it verified, so none is made"),
+        (status = 502, description = "`provider_error`: the provider failed, timed out, or sent an ID token that does not verify"),
     ))]
 pub async fn oauth_callback(
     state: web::Data<AppState>,
@@ -409,16 +396,10 @@ async fn callback(
     request_body = TokenRequest,
     responses(
         (status = 200, description = "Signed in", body = AuthResponse),
-        (status = 400, description = "`invalid_code` (unknown, used, older than 60 s, or the verifier does not match; a failed exchange spends the code) or `validation_failed`",
-            body = crate::error::Problem, content_type = "application/problem+json"),
-        (status = 401, description = "`unauthenticated`: the account was deleted before its session could start", body = crate::error::Problem, content_type = "application/problem+json"),
-        (status = 403, description = "`origin_forbidden`: the `Origin` header names a site that is not allowed", body = crate::error::Problem, content_type = "application/problem+json"),
-        (status = 413, description = "`payload_too_large`", body = crate::error::Problem, content_type = "application/problem+json"),
-        (status = 415, description = "`unsupported_media_type`", body = crate::error::Problem, content_type = "application/problem+json"),
-        (status = 429, description = "`rate_limited`", body = crate::error::Problem, content_type = "application/problem+json",
-            headers(("Retry-After" = u64, description = "Seconds to wait"))),
-        (status = 500, description = "`internal`", body = crate::error::Problem, content_type = "application/problem+json"),
-        (status = 503, description = "`store_unavailable`", body = crate::error::Problem, content_type = "application/problem+json"),
+        problems::JsonBody, problems::Limited, problems::Stored,
+        (status = 400, description = "`invalid_code` (unknown, used, older than 60 s, or the verifier does not match; a failed exchange spends the code) or `validation_failed`"),
+        (status = 401, description = "`unauthenticated`: the account was deleted before its session could start"),
+        (status = 403, description = "`origin_forbidden`: the `Origin` header names a site that is not allowed"),
     ))]
 pub async fn exchange_code(
     state: web::Data<AppState>,
@@ -476,12 +457,9 @@ pub async fn exchange_code(
     params(("provider" = inline(super::OAuthProviderName), Path, description = "`github` or `google`")),
     responses(
         (status = 200, description = "The user without that provider", body = UserBody),
-        (status = 401, description = "`unauthenticated`", body = crate::error::Problem, content_type = "application/problem+json"),
-        (status = 403, description = "`csrf_failed` or `origin_forbidden`", body = crate::error::Problem, content_type = "application/problem+json"),
-        (status = 404, description = "`not_found`: no such provider is linked", body = crate::error::Problem, content_type = "application/problem+json"),
-        (status = 409, description = "`last_sign_in_method`: the user would have no way left to sign in", body = crate::error::Problem, content_type = "application/problem+json"),
-        (status = 500, description = "`internal`", body = crate::error::Problem, content_type = "application/problem+json"),
-        (status = 503, description = "`store_unavailable`", body = crate::error::Problem, content_type = "application/problem+json"),
+        problems::SignedIn, problems::CookieWrite, problems::Stored,
+        (status = 404, description = "`not_found`: no such provider is linked"),
+        (status = 409, description = "`last_sign_in_method`: the user would have no way left to sign in"),
     ))]
 pub async fn unlink_provider(
     state: web::Data<AppState>,

@@ -9,7 +9,7 @@ use uuid::Uuid;
 use super::{
     answers::{session_answer, AuthResponse, ClientKind},
     json::OptionalJson,
-    resource,
+    problems,
 };
 use crate::{
     auth::{cookies::REFRESH_COOKIE, csrf, CredentialBudget, CurrentUser},
@@ -18,12 +18,6 @@ use crate::{
     sessions,
     state::AppState,
 };
-
-pub fn configure(cfg: &mut web::ServiceConfig) {
-    cfg.service(resource("/api/auth/refresh").route(web::post().to(refresh)))
-        .service(resource("/api/user/sessions").route(web::get().to(list_sessions)))
-        .service(resource("/api/user/sessions/{id}").route(web::delete().to(end_session)));
-}
 
 #[derive(Deserialize, Default, ToSchema)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
@@ -73,16 +67,8 @@ pub struct SessionList {
     request_body(content = Option<RefreshRequest>, description = "App clients send the token; browsers send an empty body with the refresh cookie and X-CSRF-Token"),
     responses(
         (status = 200, description = "A new access token and a new refresh token; the old one is spent (browsers get both as cookies)", body = AuthResponse),
-        (status = 400, description = "`validation_failed`", body = crate::error::Problem, content_type = "application/problem+json"),
-        (status = 401, description = "`invalid_refresh` (unknown, expired, or the session ended) or `refresh_reused` (a spent token came back: the whole session is revoked)",
-            body = crate::error::Problem, content_type = "application/problem+json"),
-        (status = 403, description = "`csrf_failed` or `origin_forbidden`", body = crate::error::Problem, content_type = "application/problem+json"),
-        (status = 413, description = "`payload_too_large`", body = crate::error::Problem, content_type = "application/problem+json"),
-        (status = 415, description = "`unsupported_media_type`", body = crate::error::Problem, content_type = "application/problem+json"),
-        (status = 429, description = "`rate_limited`", body = crate::error::Problem, content_type = "application/problem+json",
-            headers(("Retry-After" = u64, description = "Seconds to wait"))),
-        (status = 500, description = "`internal`", body = crate::error::Problem, content_type = "application/problem+json"),
-        (status = 503, description = "`store_unavailable`", body = crate::error::Problem, content_type = "application/problem+json"),
+        problems::JsonBody, problems::CookieWrite, problems::Limited, problems::Stored,
+        (status = 401, description = "`invalid_refresh` (unknown, expired, or the session ended) or `refresh_reused` (a spent token came back: the whole session is revoked)"),
     ))]
 pub async fn refresh(
     state: web::Data<AppState>,
@@ -131,9 +117,7 @@ pub async fn refresh(
     security(("bearer" = []), ("cookie" = [])),
     responses(
         (status = 200, description = "Live sessions, newest first; `current` marks this one", body = SessionList),
-        (status = 401, description = "`unauthenticated`", body = crate::error::Problem, content_type = "application/problem+json"),
-        (status = 500, description = "`internal`", body = crate::error::Problem, content_type = "application/problem+json"),
-        (status = 503, description = "`store_unavailable`", body = crate::error::Problem, content_type = "application/problem+json"),
+        problems::SignedIn, problems::Stored,
     ))]
 pub async fn list_sessions(
     state: web::Data<AppState>,
@@ -162,11 +146,8 @@ pub async fn list_sessions(
     params(("id" = String, Path, format = Uuid, description = "A session id from GET /api/user/sessions")),
     responses(
         (status = 204, description = "The session ended"),
-        (status = 401, description = "`unauthenticated`", body = crate::error::Problem, content_type = "application/problem+json"),
-        (status = 403, description = "`csrf_failed` or `origin_forbidden`", body = crate::error::Problem, content_type = "application/problem+json"),
-        (status = 404, description = "`not_found` (also for another user's session)", body = crate::error::Problem, content_type = "application/problem+json"),
-        (status = 500, description = "`internal`", body = crate::error::Problem, content_type = "application/problem+json"),
-        (status = 503, description = "`store_unavailable`", body = crate::error::Problem, content_type = "application/problem+json"),
+        problems::SignedIn, problems::CookieWrite, problems::Stored,
+        (status = 404, description = "`not_found` (also for another user's session)"),
     ))]
 pub async fn end_session(
     state: web::Data<AppState>,

@@ -6,7 +6,7 @@ use utoipa::ToSchema;
 
 use super::{
     json::{ApiJson, OptionalJson},
-    resource, UserBody,
+    problems, UserBody,
 };
 use crate::{
     accounts,
@@ -17,16 +17,6 @@ use crate::{
     state::AppState,
     store::ProfileUpdate,
 };
-
-pub fn configure(cfg: &mut web::ServiceConfig) {
-    cfg.service(
-        resource("/api/user")
-            .route(web::get().to(get_user))
-            .route(web::patch().to(update_user))
-            .route(web::delete().to(delete_user)),
-    )
-    .service(resource("/api/user/password").route(web::post().to(change_password)));
-}
 
 #[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
@@ -94,9 +84,7 @@ async fn load_user(state: &AppState, current: &CurrentUser) -> Result<User, ApiE
     security(("bearer" = []), ("cookie" = [])),
     responses(
         (status = 200, description = "The signed-in user", body = UserBody),
-        (status = 401, description = "`unauthenticated`", body = crate::error::Problem, content_type = "application/problem+json"),
-        (status = 500, description = "`internal`", body = crate::error::Problem, content_type = "application/problem+json"),
-        (status = 503, description = "`store_unavailable`", body = crate::error::Problem, content_type = "application/problem+json"),
+        problems::SignedIn, problems::Stored,
     ))]
 pub async fn get_user(
     state: web::Data<AppState>,
@@ -112,13 +100,7 @@ pub async fn get_user(
     request_body = UpdateUserRequest,
     responses(
         (status = 200, description = "The updated user", body = UserBody),
-        (status = 400, description = "`validation_failed`", body = crate::error::Problem, content_type = "application/problem+json"),
-        (status = 401, description = "`unauthenticated`", body = crate::error::Problem, content_type = "application/problem+json"),
-        (status = 403, description = "`csrf_failed` or `origin_forbidden`", body = crate::error::Problem, content_type = "application/problem+json"),
-        (status = 413, description = "`payload_too_large`", body = crate::error::Problem, content_type = "application/problem+json"),
-        (status = 415, description = "`unsupported_media_type`", body = crate::error::Problem, content_type = "application/problem+json"),
-        (status = 500, description = "`internal`", body = crate::error::Problem, content_type = "application/problem+json"),
-        (status = 503, description = "`store_unavailable`", body = crate::error::Problem, content_type = "application/problem+json"),
+        problems::JsonBody, problems::SignedIn, problems::CookieWrite, problems::Stored,
     ))]
 pub async fn update_user(
     state: web::Data<AppState>,
@@ -151,16 +133,9 @@ pub async fn update_user(
     request_body = ChangePasswordRequest,
     responses(
         (status = 204, description = "Password changed; every other token of the user is revoked"),
-        (status = 400, description = "`validation_failed`", body = crate::error::Problem, content_type = "application/problem+json"),
-        (status = 401, description = "`unauthenticated`, `invalid_credentials` (wrong current password) or `reauth_required` (a first password needs a sign-in within 10 minutes)",
-            body = crate::error::Problem, content_type = "application/problem+json"),
-        (status = 403, description = "`csrf_failed` or `origin_forbidden`", body = crate::error::Problem, content_type = "application/problem+json"),
-        (status = 413, description = "`payload_too_large`", body = crate::error::Problem, content_type = "application/problem+json"),
-        (status = 415, description = "`unsupported_media_type`", body = crate::error::Problem, content_type = "application/problem+json"),
-        (status = 429, description = "`rate_limited`: too many wrong passwords for this account from this client (they count as failed sign-ins)", body = crate::error::Problem, content_type = "application/problem+json",
-            headers(("Retry-After" = u64, description = "Seconds to wait"))),
-        (status = 500, description = "`internal`", body = crate::error::Problem, content_type = "application/problem+json"),
-        (status = 503, description = "`store_unavailable`", body = crate::error::Problem, content_type = "application/problem+json"),
+        problems::JsonBody, problems::CookieWrite, problems::Stored,
+        (status = 401, description = "`unauthenticated`, `invalid_credentials` (wrong current password) or `reauth_required` (a first password needs a sign-in within 10 minutes)"),
+        (status = 429, description = "`rate_limited`: too many wrong passwords for this account from this client (they count as failed sign-ins)"),
     ))]
 pub async fn change_password(
     state: web::Data<AppState>,
@@ -188,16 +163,10 @@ pub async fn change_password(
     request_body(content = Option<DeleteUserRequest>, description = "The password, when the user has one"),
     responses(
         (status = 204, description = "Account, identities, sessions and stored keys deleted; the cookie is cleared"),
-        (status = 400, description = "`validation_failed` (password missing)", body = crate::error::Problem, content_type = "application/problem+json"),
-        (status = 401, description = "`unauthenticated`, `invalid_credentials` or `reauth_required`",
-            body = crate::error::Problem, content_type = "application/problem+json"),
-        (status = 403, description = "`csrf_failed` or `origin_forbidden`", body = crate::error::Problem, content_type = "application/problem+json"),
-        (status = 413, description = "`payload_too_large`", body = crate::error::Problem, content_type = "application/problem+json"),
-        (status = 415, description = "`unsupported_media_type`", body = crate::error::Problem, content_type = "application/problem+json"),
-        (status = 429, description = "`rate_limited`: too many wrong passwords for this account from this client (they count as failed sign-ins)", body = crate::error::Problem, content_type = "application/problem+json",
-            headers(("Retry-After" = u64, description = "Seconds to wait"))),
-        (status = 500, description = "`internal`", body = crate::error::Problem, content_type = "application/problem+json"),
-        (status = 503, description = "`store_unavailable`", body = crate::error::Problem, content_type = "application/problem+json"),
+        problems::JsonBody, problems::CookieWrite, problems::Stored,
+        (status = 400, description = "`validation_failed` (password missing)"),
+        (status = 401, description = "`unauthenticated`, `invalid_credentials` or `reauth_required`"),
+        (status = 429, description = "`rate_limited`: too many wrong passwords for this account from this client (they count as failed sign-ins)"),
     ))]
 pub async fn delete_user(
     state: web::Data<AppState>,
