@@ -90,6 +90,15 @@ pub struct EncryptionKey {
     pub key: SecretBox<[u8; 32]>,
 }
 
+impl Clone for EncryptionKey {
+    fn clone(&self) -> Self {
+        Self {
+            id: self.id.clone(),
+            key: SecretBox::new(Box::new(*self.key.expose_secret())),
+        }
+    }
+}
+
 impl fmt::Debug for EncryptionKey {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "EncryptionKey({}:***)", self.id)
@@ -171,46 +180,198 @@ pub struct GoogleSettings {
     pub issuer: String,
 }
 
-/// The whole configuration of one authvault process.
+/// One environment variable authvault reads: its name, its default (empty: unset, or derived
+/// as its help says) and what it does. [`VARIABLES`] is the one list of them; `.env.example` and
+/// the contract's configuration table are checked against it (`tests/config_table.rs`).
+#[derive(Debug, Clone, Copy)]
+pub struct Variable {
+    pub name: &'static str,
+    pub default: &'static str,
+    pub help: &'static str,
+}
+
+macro_rules! variables {
+    ($($ident:ident = $name:literal, $default:literal, $help:literal;)+) => {
+        $(pub const $ident: Variable = Variable {
+            name: $name,
+            default: $default,
+            help: $help,
+        };)+
+
+        /// Every variable authvault reads, in the order of `.env.example`.
+        pub const VARIABLES: &[Variable] = &[$($ident),+];
+    };
+}
+
+/// The variables, one constant each: `Settings::from_lookup` reads nothing else.
+pub mod var {
+    use super::Variable;
+
+    variables! {
+        LISTEN = "AUTHVAULT_LISTEN", "127.0.0.1:8080", "address to serve on (host:port)";
+        PUBLIC_URL = "AUTHVAULT_PUBLIC_URL", "http://127.0.0.1:8080",
+            "external base URL: JWT issuer, OAuth redirect URIs, default email link target";
+        DATABASE_URL = "AUTHVAULT_DATABASE_URL", "sqlite://./data/authvault.db",
+            "sqlite://PATH (embedded) or mongodb://... / mongodb+srv://...";
+        STORE_TIMEOUT_MS = "AUTHVAULT_STORE_TIMEOUT_MS", "2000",
+            "longest wait for the database, in ms, before 503 store_unavailable";
+        JWT_SECRET = "AUTHVAULT_JWT_SECRET", "",
+            "HS256 key, at least 32 bytes (generated into the data dir with SQLite; required with MongoDB)";
+        ENCRYPTION_KEYS = "AUTHVAULT_ENCRYPTION_KEYS", "",
+            "vault keys id:base64key[,...], 32 bytes each, the first seals (generated like the JWT secret)";
+        COOKIE_SECURE = "AUTHVAULT_COOKIE_SECURE", "true",
+            "Secure session cookies; false only for plain-http development";
+        COOKIE_SAMESITE = "AUTHVAULT_COOKIE_SAMESITE", "lax",
+            "SameSite of the session cookie: lax, strict, or none (needs Secure)";
+        CORS_ORIGINS = "AUTHVAULT_CORS_ORIGINS", "", "comma-separated allowed browser origins";
+        CALLBACK_ALLOWLIST = "AUTHVAULT_CALLBACK_ALLOWLIST", "",
+            "allowed callback origins or exact URLs (default: the CORS origins and the public URL)";
+        APP_CALLBACKS = "AUTHVAULT_APP_CALLBACKS", "",
+            "exact callback URLs that get a one-time code instead of a cookie";
+        TRUSTED_PROXIES = "AUTHVAULT_TRUSTED_PROXIES", "",
+            "comma-separated proxy CIDRs whose X-Forwarded-For is believed";
+        BCRYPT_COST = "AUTHVAULT_BCRYPT_COST", "12", "bcrypt cost, 4-31";
+        SIGNIN_MAX_FAILURES = "AUTHVAULT_SIGNIN_MAX_FAILURES", "5",
+            "failed sign-ins per email and client IP within the window before 429";
+        SIGNIN_WINDOW_SECS = "AUTHVAULT_SIGNIN_WINDOW_SECS", "900", "the sign-in failure window, in seconds";
+        SIGNIN_MAX_FAILURES_PER_EMAIL = "AUTHVAULT_SIGNIN_MAX_FAILURES_PER_EMAIL", "50",
+            "failed sign-ins per email from any IPs within the window before 429";
+        IP_RATE_LIMIT_PER_MIN = "AUTHVAULT_IP_RATE_LIMIT_PER_MIN", "60",
+            "per-IP requests per minute on the credential endpoints; 0 disables";
+        GENERATE_PER_MIN = "AUTHVAULT_GENERATE_PER_MIN", "20",
+            "per-user requests per minute on /api/generate; 0 disables";
+        REFRESH_TTL_SECS = "AUTHVAULT_REFRESH_TTL_SECS", "2592000", "refresh token lifetime, in seconds";
+        REFRESH_GRACE_SECS = "AUTHVAULT_REFRESH_GRACE_SECS", "10",
+            "seconds a just-rotated refresh token still yields its successor; 0 disables";
+        SMTP_URL = "AUTHVAULT_SMTP_URL", "",
+            "smtp://user:pass@host:port or smtps://... (unset: an outbox with SQLite, 503 with MongoDB)";
+        MAIL_FROM = "AUTHVAULT_MAIL_FROM", "authvault <no-reply@localhost>",
+            "sender of verification, reset and notice emails";
+        VERIFY_TOKEN_TTL_SECS = "AUTHVAULT_VERIFY_TOKEN_TTL_SECS", "86400",
+            "email verification link lifetime, in seconds";
+        RESET_TOKEN_TTL_SECS = "AUTHVAULT_RESET_TOKEN_TTL_SECS", "1800",
+            "password reset link lifetime, in seconds";
+        GITHUB_CLIENT_ID = "GITHUB_CLIENT_ID", "", "GitHub OAuth app (provider off unless both are set)";
+        GITHUB_CLIENT_SECRET = "GITHUB_CLIENT_SECRET", "", "GitHub OAuth app secret";
+        GITHUB_URL = "GITHUB_URL", "https://github.com", "GitHub web base URL";
+        GITHUB_API_URL = "GITHUB_API_URL", "https://api.github.com", "GitHub REST API base URL";
+        GOOGLE_CLIENT_ID = "GOOGLE_CLIENT_ID", "", "Google OAuth client (provider off unless both are set)";
+        GOOGLE_CLIENT_SECRET = "GOOGLE_CLIENT_SECRET", "", "Google OAuth client secret";
+        GOOGLE_AUTH_URL = "GOOGLE_AUTH_URL", "https://accounts.google.com/o/oauth2/v2/auth",
+            "Google authorization endpoint";
+        GOOGLE_TOKEN_URL = "GOOGLE_TOKEN_URL", "https://oauth2.googleapis.com/token", "Google token endpoint";
+        GOOGLE_USERINFO_URL = "GOOGLE_USERINFO_URL", "https://openidconnect.googleapis.com/v1/userinfo",
+            "Google userinfo endpoint";
+        GOOGLE_JWKS_URL = "GOOGLE_JWKS_URL", "https://www.googleapis.com/oauth2/v3/certs",
+            "JWKS that verifies Google ID tokens";
+        GOOGLE_ISSUER = "GOOGLE_ISSUER", "https://accounts.google.com", "expected ID token issuer";
+        TOGETHER_API_URL = "TOGETHER_API_URL", "https://api.together.xyz/v1",
+            "OpenAI-compatible chat-completions base URL";
+        GENERATE_MODEL = "AUTHVAULT_GENERATE_MODEL", "Qwen/Qwen2.5-Coder-32B-Instruct",
+            "model used when a request names none";
+        GENERATE_TIMEOUT_SECS = "AUTHVAULT_GENERATE_TIMEOUT_SECS", "60",
+            "upstream timeout for /api/generate, in seconds";
+        RUST_LOG = "RUST_LOG", "info", "log filter (env_logger), e.g. info,authvault=debug";
+    }
+}
+
+pub use var::VARIABLES;
+
+/// The model asked for when a request names none.
+pub const DEFAULT_GENERATE_MODEL: &str = var::GENERATE_MODEL.default;
+
+/// The server itself.
 #[derive(Debug)]
-pub struct Settings {
+pub struct ServerSettings {
     pub listen: SocketAddr,
     pub public_url: Url,
+    pub trusted_proxies: Vec<IpNet>,
+    /// HTTP worker threads; `None` is one per core. Not a variable: tests set it.
+    pub workers: Option<usize>,
+}
+
+/// Where the data lives.
+#[derive(Debug)]
+pub struct StoreSettings {
     pub database_url: DatabaseUrl,
+    pub timeout: Duration,
+}
+
+/// The secrets as configured: each is `None` when unset, and [`Secrets`] once resolved.
+#[derive(Debug)]
+pub struct ConfiguredSecrets {
     pub jwt_secret: Option<SecretString>,
     pub encryption_keys: Option<Vec<EncryptionKey>>,
+}
+
+/// The secrets a running server uses: configured, or development ones from the data dir.
+#[derive(Debug)]
+pub struct Secrets {
+    pub jwt_secret: SecretString,
+    pub encryption_keys: Vec<EncryptionKey>,
+}
+
+/// Cookies, and where browsers and callbacks may come from.
+#[derive(Debug)]
+pub struct BrowserSettings {
     pub cookie_secure: bool,
     pub cookie_samesite: SameSite,
     pub cors_origins: Vec<String>,
     pub callback_allowlist: Vec<String>,
     pub app_callbacks: Vec<String>,
-    pub trusted_proxies: Vec<IpNet>,
-    pub store_timeout: Duration,
-    pub bcrypt_cost: u32,
-    pub signin_max_failures: u32,
-    pub signin_window: Duration,
-    pub signin_max_failures_per_email: u32,
-    pub ip_rate_limit_per_min: u32,
-    pub generate_per_min: u32,
-    pub github: GithubSettings,
-    pub google: GoogleSettings,
-    pub together_api_url: Url,
-    pub generate_model: String,
-    pub generate_timeout: Duration,
-    pub refresh_ttl: Duration,
-    pub refresh_grace: Duration,
-    pub smtp_url: Option<SecretString>,
-    pub mail_from: String,
-    pub verify_token_ttl: Duration,
-    pub reset_token_ttl: Duration,
-    /// Access token lifetime (the contract's one hour).
-    pub session_ttl: Duration,
-    /// HTTP worker threads; `None` is one per core. Not a variable: tests set it.
-    pub workers: Option<usize>,
 }
 
-/// The model asked for when a request names none.
-pub const DEFAULT_GENERATE_MODEL: &str = "Qwen/Qwen2.5-Coder-32B-Instruct";
+/// The brute-force and per-user limits.
+#[derive(Debug, Clone)]
+pub struct Limits {
+    pub signin_max_failures: u32,
+    pub signin_max_failures_per_email: u32,
+    pub signin_window: Duration,
+    pub ip_per_min: u32,
+    pub generate_per_min: u32,
+}
+
+/// Passwords and session lifetimes.
+#[derive(Debug)]
+pub struct SessionSettings {
+    pub bcrypt_cost: u32,
+    /// Access token lifetime (the contract's one hour).
+    pub access_ttl: Duration,
+    pub refresh_ttl: Duration,
+    pub refresh_grace: Duration,
+}
+
+/// Mail delivery and the lifetimes of mailed links.
+#[derive(Debug)]
+pub struct MailSettings {
+    pub smtp_url: Option<SecretString>,
+    pub from: String,
+    pub verify_token_ttl: Duration,
+    pub reset_token_ttl: Duration,
+}
+
+/// Code generation with Together AI.
+#[derive(Debug)]
+pub struct TogetherSettings {
+    pub api_url: Url,
+    pub model: String,
+    pub timeout: Duration,
+}
+
+/// The whole configuration of one authvault process, one part per concern.
+#[derive(Debug)]
+pub struct Settings {
+    pub server: ServerSettings,
+    pub store: StoreSettings,
+    pub secrets: ConfiguredSecrets,
+    pub browser: BrowserSettings,
+    pub limits: Limits,
+    pub sessions: SessionSettings,
+    pub mail: MailSettings,
+    pub github: GithubSettings,
+    pub google: GoogleSettings,
+    pub together: TogetherSettings,
+}
 
 impl Settings {
     /// Reads the process environment (after loading `.env`, see `main`).
@@ -222,210 +383,134 @@ impl Settings {
     pub fn from_lookup(lookup: impl Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {
         let get = |name: &str| lookup(name).filter(|v| !v.trim().is_empty());
         let vars = Vars { get: &get };
-
-        let listen = vars.parse("AUTHVAULT_LISTEN", "127.0.0.1:8080", |v| {
-            v.parse::<SocketAddr>()
-                .map_err(|_| "must be host:port, e.g. 127.0.0.1:8080".to_string())
-        })?;
-        let public_url = vars.parse("AUTHVAULT_PUBLIC_URL", "http://127.0.0.1:8080", |v| {
-            parse_base_url(v)
-        })?;
-        let database_url = vars.parse(
-            "AUTHVAULT_DATABASE_URL",
-            "sqlite://./data/authvault.db",
-            DatabaseUrl::parse,
-        )?;
-        let jwt_secret = match get("AUTHVAULT_JWT_SECRET") {
-            Some(v) if v.len() < 32 => {
-                return Err(ConfigError::new(
-                    "AUTHVAULT_JWT_SECRET",
-                    "must be at least 32 bytes",
-                ))
-            }
-            Some(v) => Some(SecretString::from(v)),
-            None => None,
+        let store = StoreSettings {
+            database_url: vars.parse(var::DATABASE_URL, DatabaseUrl::parse)?,
+            timeout: Duration::from_millis(vars.number(var::STORE_TIMEOUT_MS, 1, 600_000)?),
         };
-        let encryption_keys = get("AUTHVAULT_ENCRYPTION_KEYS")
-            .map(|v| parse_encryption_keys(&v))
-            .transpose()
-            .map_err(|m| ConfigError::new("AUTHVAULT_ENCRYPTION_KEYS", m))?;
-        if matches!(database_url, DatabaseUrl::Mongo(_)) {
-            if jwt_secret.is_none() {
+        let secrets = ConfiguredSecrets {
+            jwt_secret: vars.optional(var::JWT_SECRET, |v| {
+                if v.len() < 32 {
+                    Err("must be at least 32 bytes".to_string())
+                } else {
+                    Ok(SecretString::from(v))
+                }
+            })?,
+            encryption_keys: vars.optional(var::ENCRYPTION_KEYS, parse_encryption_keys)?,
+        };
+        if matches!(store.database_url, DatabaseUrl::Mongo(_)) {
+            if secrets.jwt_secret.is_none() {
                 return Err(ConfigError::new(
-                    "AUTHVAULT_JWT_SECRET",
+                    var::JWT_SECRET.name,
                     "is required with MongoDB (generate one: openssl rand -base64 48)",
                 ));
             }
-            if encryption_keys.is_none() {
+            if secrets.encryption_keys.is_none() {
                 return Err(ConfigError::new(
-                    "AUTHVAULT_ENCRYPTION_KEYS",
+                    var::ENCRYPTION_KEYS.name,
                     "is required with MongoDB (e.g. k1:$(openssl rand -base64 32))",
                 ));
             }
         }
-        let cookie_secure = vars.parse("AUTHVAULT_COOKIE_SECURE", "true", parse_bool)?;
-        let cookie_samesite = vars.parse("AUTHVAULT_COOKIE_SAMESITE", "lax", |v| {
-            match v.to_ascii_lowercase().as_str() {
-                "lax" => Ok(SameSite::Lax),
-                "strict" => Ok(SameSite::Strict),
-                "none" => Ok(SameSite::None),
-                _ => Err("must be lax, strict or none".to_string()),
-            }
-        })?;
-        if cookie_samesite == SameSite::None && !cookie_secure {
-            return Err(ConfigError::new(
-                "AUTHVAULT_COOKIE_SAMESITE",
-                "none requires AUTHVAULT_COOKIE_SECURE=true",
-            ));
-        }
-        let cors_origins = vars.list("AUTHVAULT_CORS_ORIGINS", parse_origin)?;
-        let callback_allowlist = match get("AUTHVAULT_CALLBACK_ALLOWLIST") {
-            Some(_) => vars.list("AUTHVAULT_CALLBACK_ALLOWLIST", parse_callback_entry)?,
-            None => {
-                let mut list = cors_origins.clone();
-                list.push(origin_of(&public_url));
-                list
-            }
+        let server = ServerSettings {
+            listen: vars.parse(var::LISTEN, |v| {
+                v.parse::<SocketAddr>()
+                    .map_err(|_| "must be host:port, e.g. 127.0.0.1:8080".to_string())
+            })?,
+            public_url: vars.parse(var::PUBLIC_URL, parse_base_url)?,
+            trusted_proxies: vars.list(var::TRUSTED_PROXIES, |v| {
+                v.parse::<IpNet>()
+                    .or_else(|_| v.parse::<std::net::IpAddr>().map(IpNet::from))
+                    .map_err(|_| format!("{v} is not a CIDR such as 10.0.0.0/8"))
+            })?,
+            workers: None,
         };
-        let app_callbacks = vars.list("AUTHVAULT_APP_CALLBACKS", parse_exact_callback)?;
-        let trusted_proxies = vars.list("AUTHVAULT_TRUSTED_PROXIES", |v| {
-            v.parse::<IpNet>()
-                .or_else(|_| v.parse::<std::net::IpAddr>().map(IpNet::from))
-                .map_err(|_| format!("{v} is not a CIDR such as 10.0.0.0/8"))
-        })?;
-        let store_timeout =
-            Duration::from_millis(vars.number("AUTHVAULT_STORE_TIMEOUT_MS", 2000, 1, 600_000)?);
-        let bcrypt_cost = vars.number("AUTHVAULT_BCRYPT_COST", 12, 4, 31)? as u32;
-        let signin_max_failures = vars.number("AUTHVAULT_SIGNIN_MAX_FAILURES", 5, 1, 1_000_000)?;
-        let signin_window = Duration::from_secs(vars.number(
-            "AUTHVAULT_SIGNIN_WINDOW_SECS",
-            900,
-            1,
-            86_400 * 30,
-        )?);
-        let signin_max_failures_per_email =
-            vars.number("AUTHVAULT_SIGNIN_MAX_FAILURES_PER_EMAIL", 50, 1, 1_000_000)?;
-        let ip_rate_limit_per_min =
-            vars.number("AUTHVAULT_IP_RATE_LIMIT_PER_MIN", 60, 0, 1_000_000)?;
-        let generate_per_min = vars.number("AUTHVAULT_GENERATE_PER_MIN", 20, 0, 1_000_000)?;
-
+        let browser = browser_settings(&vars, &server.public_url)?;
+        let limits = Limits {
+            signin_max_failures: vars.number(var::SIGNIN_MAX_FAILURES, 1, 1_000_000)? as u32,
+            signin_window: Duration::from_secs(vars.number(
+                var::SIGNIN_WINDOW_SECS,
+                1,
+                86_400 * 30,
+            )?),
+            signin_max_failures_per_email: vars.number(
+                var::SIGNIN_MAX_FAILURES_PER_EMAIL,
+                1,
+                1_000_000,
+            )? as u32,
+            ip_per_min: vars.number(var::IP_RATE_LIMIT_PER_MIN, 0, 1_000_000)? as u32,
+            generate_per_min: vars.number(var::GENERATE_PER_MIN, 0, 1_000_000)? as u32,
+        };
+        let sessions = SessionSettings {
+            bcrypt_cost: vars.number(var::BCRYPT_COST, 4, 31)? as u32,
+            access_ttl: Duration::from_secs(3600),
+            refresh_ttl: Duration::from_secs(vars.number(
+                var::REFRESH_TTL_SECS,
+                60,
+                86_400 * 400,
+            )?),
+            refresh_grace: Duration::from_secs(vars.number(var::REFRESH_GRACE_SECS, 0, 300)?),
+        };
+        let mail = MailSettings {
+            smtp_url: vars.optional(var::SMTP_URL, |v| {
+                if v.starts_with("smtp://") || v.starts_with("smtps://") {
+                    Ok(SecretString::from(v))
+                } else {
+                    Err("unknown scheme: use smtp://user:pass@host:port or smtps://...".to_string())
+                }
+            })?,
+            from: vars.parse(var::MAIL_FROM, |v| Ok::<_, String>(v.to_owned()))?,
+            verify_token_ttl: Duration::from_secs(vars.number(
+                var::VERIFY_TOKEN_TTL_SECS,
+                60,
+                86_400 * 30,
+            )?),
+            reset_token_ttl: Duration::from_secs(vars.number(
+                var::RESET_TOKEN_TTL_SECS,
+                60,
+                86_400,
+            )?),
+        };
         let github = GithubSettings {
-            client: oauth_client(&get, "GITHUB_CLIENT_ID", "GITHUB_CLIENT_SECRET")?,
-            url: vars.parse("GITHUB_URL", "https://github.com", parse_base_url)?,
-            api_url: vars.parse("GITHUB_API_URL", "https://api.github.com", parse_base_url)?,
+            client: oauth_client(&get, var::GITHUB_CLIENT_ID, var::GITHUB_CLIENT_SECRET)?,
+            url: vars.parse(var::GITHUB_URL, parse_base_url)?,
+            api_url: vars.parse(var::GITHUB_API_URL, parse_base_url)?,
         };
         let google = GoogleSettings {
-            client: oauth_client(&get, "GOOGLE_CLIENT_ID", "GOOGLE_CLIENT_SECRET")?,
-            auth_url: vars.parse(
-                "GOOGLE_AUTH_URL",
-                "https://accounts.google.com/o/oauth2/v2/auth",
-                parse_base_url,
-            )?,
-            token_url: vars.parse(
-                "GOOGLE_TOKEN_URL",
-                "https://oauth2.googleapis.com/token",
-                parse_base_url,
-            )?,
-            userinfo_url: vars.parse(
-                "GOOGLE_USERINFO_URL",
-                "https://openidconnect.googleapis.com/v1/userinfo",
-                parse_base_url,
-            )?,
-            jwks_url: vars.parse(
-                "GOOGLE_JWKS_URL",
-                "https://www.googleapis.com/oauth2/v3/certs",
-                parse_base_url,
-            )?,
-            issuer: get("GOOGLE_ISSUER").unwrap_or_else(|| "https://accounts.google.com".into()),
+            client: oauth_client(&get, var::GOOGLE_CLIENT_ID, var::GOOGLE_CLIENT_SECRET)?,
+            auth_url: vars.parse(var::GOOGLE_AUTH_URL, parse_base_url)?,
+            token_url: vars.parse(var::GOOGLE_TOKEN_URL, parse_base_url)?,
+            userinfo_url: vars.parse(var::GOOGLE_USERINFO_URL, parse_base_url)?,
+            jwks_url: vars.parse(var::GOOGLE_JWKS_URL, parse_base_url)?,
+            issuer: vars.parse(var::GOOGLE_ISSUER, |v| Ok::<_, String>(v.to_owned()))?,
         };
-        let together_api_url = vars.parse(
-            "TOGETHER_API_URL",
-            "https://api.together.xyz/v1",
-            parse_base_url,
-        )?;
-        let generate_model =
-            vars.parse("AUTHVAULT_GENERATE_MODEL", DEFAULT_GENERATE_MODEL, |v| {
+        let together = TogetherSettings {
+            api_url: vars.parse(var::TOGETHER_API_URL, parse_base_url)?,
+            model: vars.parse(var::GENERATE_MODEL, |v| {
                 if v.len() > 200 || v.chars().any(|c| c.is_control() || c.is_whitespace()) {
                     Err("must be a model id without spaces, at most 200 characters".to_string())
                 } else {
                     Ok(v.to_owned())
                 }
-            })?;
-        let generate_timeout =
-            Duration::from_secs(vars.number("AUTHVAULT_GENERATE_TIMEOUT_SECS", 60, 1, 3600)?);
-        let refresh_ttl = Duration::from_secs(vars.number(
-            "AUTHVAULT_REFRESH_TTL_SECS",
-            2_592_000,
-            60,
-            86_400 * 400,
-        )?);
-        let refresh_grace =
-            Duration::from_secs(vars.number("AUTHVAULT_REFRESH_GRACE_SECS", 10, 0, 300)?);
-        let smtp_url = match get("AUTHVAULT_SMTP_URL") {
-            Some(v) if v.starts_with("smtp://") || v.starts_with("smtps://") => {
-                Some(SecretString::from(v))
-            }
-            Some(_) => {
-                return Err(ConfigError::new(
-                    "AUTHVAULT_SMTP_URL",
-                    "unknown scheme: use smtp://user:pass@host:port or smtps://...",
-                ))
-            }
-            None => None,
+            })?,
+            timeout: Duration::from_secs(vars.number(var::GENERATE_TIMEOUT_SECS, 1, 3600)?),
         };
-        let mail_from =
-            get("AUTHVAULT_MAIL_FROM").unwrap_or_else(|| "authvault <no-reply@localhost>".into());
-        let verify_token_ttl = Duration::from_secs(vars.number(
-            "AUTHVAULT_VERIFY_TOKEN_TTL_SECS",
-            86_400,
-            60,
-            86_400 * 30,
-        )?);
-        let reset_token_ttl = Duration::from_secs(vars.number(
-            "AUTHVAULT_RESET_TOKEN_TTL_SECS",
-            1_800,
-            60,
-            86_400,
-        )?);
-
         Ok(Self {
-            listen,
-            public_url,
-            database_url,
-            jwt_secret,
-            encryption_keys,
-            cookie_secure,
-            cookie_samesite,
-            cors_origins,
-            callback_allowlist,
-            app_callbacks,
-            trusted_proxies,
-            store_timeout,
-            bcrypt_cost,
-            signin_max_failures: signin_max_failures as u32,
-            signin_window,
-            signin_max_failures_per_email: signin_max_failures_per_email as u32,
-            ip_rate_limit_per_min: ip_rate_limit_per_min as u32,
-            generate_per_min: generate_per_min as u32,
+            server,
+            store,
+            secrets,
+            browser,
+            limits,
+            sessions,
+            mail,
             github,
             google,
-            together_api_url,
-            generate_model,
-            generate_timeout,
-            refresh_ttl,
-            refresh_grace,
-            smtp_url,
-            mail_from,
-            verify_token_ttl,
-            reset_token_ttl,
-            session_ttl: Duration::from_secs(3600),
-            workers: None,
+            together,
         })
     }
 
     /// The folder next to the SQLite file: development secrets and the outbox live there.
     pub fn data_dir(&self) -> Option<&Path> {
-        match &self.database_url {
+        match &self.store.database_url {
             DatabaseUrl::Sqlite(path) => Some(
                 path.parent()
                     .filter(|p| !p.as_os_str().is_empty())
@@ -437,8 +522,52 @@ impl Settings {
 
     /// `scheme://host[:port]` of the public URL.
     pub fn public_origin(&self) -> String {
-        origin_of(&self.public_url)
+        origin_of(&self.server.public_url)
     }
+
+    /// Whether `url` may receive the user after a sign-in or from a mailed link: an allowed
+    /// origin (any path under it) or an exact URL, on the allow-list or among the app callbacks.
+    pub fn callback_allowed(&self, url: &Url) -> bool {
+        let exact = url.to_string();
+        let origin = origin_of(url);
+        self.browser.app_callbacks.contains(&exact)
+            || self
+                .browser
+                .callback_allowlist
+                .iter()
+                .any(|e| *e == exact || (matches!(url.scheme(), "http" | "https") && *e == origin))
+    }
+}
+
+fn browser_settings(vars: &Vars<'_>, public_url: &Url) -> Result<BrowserSettings, ConfigError> {
+    let cookie_secure = vars.parse(var::COOKIE_SECURE, parse_bool)?;
+    let cookie_samesite = vars.parse(var::COOKIE_SAMESITE, |v| {
+        match v.to_ascii_lowercase().as_str() {
+            "lax" => Ok(SameSite::Lax),
+            "strict" => Ok(SameSite::Strict),
+            "none" => Ok(SameSite::None),
+            _ => Err("must be lax, strict or none".to_string()),
+        }
+    })?;
+    if cookie_samesite == SameSite::None && !cookie_secure {
+        return Err(ConfigError::new(
+            var::COOKIE_SAMESITE.name,
+            "none requires AUTHVAULT_COOKIE_SECURE=true",
+        ));
+    }
+    let cors_origins = vars.list(var::CORS_ORIGINS, parse_origin)?;
+    let mut callback_allowlist = vars.list(var::CALLBACK_ALLOWLIST, parse_callback_entry)?;
+    if callback_allowlist.is_empty() {
+        callback_allowlist = cors_origins.clone();
+        callback_allowlist.push(origin_of(public_url));
+    }
+    Ok(BrowserSettings {
+        cookie_secure,
+        cookie_samesite,
+        cors_origins,
+        callback_allowlist,
+        app_callbacks: vars.list(var::APP_CALLBACKS, parse_exact_callback)?,
+    })
 }
 
 struct Vars<'a> {
@@ -446,30 +575,34 @@ struct Vars<'a> {
 }
 
 impl Vars<'_> {
+    /// The variable's value, or its default, parsed.
     fn parse<T>(
         &self,
-        name: &'static str,
-        default: &str,
+        var: Variable,
         parse: impl Fn(&str) -> Result<T, String>,
     ) -> Result<T, ConfigError> {
-        let raw = (self.get)(name);
-        parse(raw.as_deref().unwrap_or(default).trim()).map_err(|m| ConfigError::new(name, m))
+        let raw = (self.get)(var.name);
+        parse(raw.as_deref().unwrap_or(var.default).trim())
+            .map_err(|m| ConfigError::new(var.name, m))
     }
 
-    fn number(
+    /// The variable's value parsed, or `None` when it is unset.
+    fn optional<T>(
         &self,
-        name: &'static str,
-        default: u64,
-        min: u64,
-        max: u64,
-    ) -> Result<u64, ConfigError> {
-        let Some(raw) = (self.get)(name) else {
-            return Ok(default);
-        };
-        match raw.trim().parse::<u64>() {
+        var: Variable,
+        parse: impl Fn(&str) -> Result<T, String>,
+    ) -> Result<Option<T>, ConfigError> {
+        (self.get)(var.name)
+            .map(|raw| parse(raw.trim()).map_err(|m| ConfigError::new(var.name, m)))
+            .transpose()
+    }
+
+    fn number(&self, var: Variable, min: u64, max: u64) -> Result<u64, ConfigError> {
+        let raw = (self.get)(var.name);
+        match raw.as_deref().unwrap_or(var.default).trim().parse::<u64>() {
             Ok(n) if (min..=max).contains(&n) => Ok(n),
             _ => Err(ConfigError::new(
-                name,
+                var.name,
                 format!("must be a whole number from {min} to {max}"),
             )),
         }
@@ -477,16 +610,16 @@ impl Vars<'_> {
 
     fn list<T>(
         &self,
-        name: &'static str,
+        var: Variable,
         parse: impl Fn(&str) -> Result<T, String>,
     ) -> Result<Vec<T>, ConfigError> {
-        let Some(raw) = (self.get)(name) else {
+        let Some(raw) = (self.get)(var.name) else {
             return Ok(Vec::new());
         };
         raw.split(',')
             .map(str::trim)
             .filter(|v| !v.is_empty())
-            .map(|v| parse(v).map_err(|m| ConfigError::new(name, m)))
+            .map(|v| parse(v).map_err(|m| ConfigError::new(var.name, m)))
             .collect()
     }
 }
@@ -508,20 +641,6 @@ fn parse_base_url(v: &str) -> Result<Url, String> {
 }
 
 /// `scheme://host[:port]` of an http(s) URL, as browsers send it in `Origin`.
-impl Settings {
-    /// Whether `url` may receive the user after a sign-in or from a mailed link: an allowed
-    /// origin (any path under it) or an exact URL, on the allow-list or among the app callbacks.
-    pub fn callback_allowed(&self, url: &Url) -> bool {
-        let exact = url.to_string();
-        let origin = origin_of(url);
-        self.app_callbacks.contains(&exact)
-            || self
-                .callback_allowlist
-                .iter()
-                .any(|e| *e == exact || (matches!(url.scheme(), "http" | "https") && *e == origin))
-    }
-}
-
 pub fn origin_of(url: &Url) -> String {
     url.origin().ascii_serialization()
 }
@@ -559,9 +678,10 @@ fn parse_exact_callback(v: &str) -> Result<String, String> {
 
 fn oauth_client(
     get: &dyn Fn(&str) -> Option<String>,
-    id_var: &'static str,
-    secret_var: &'static str,
+    id_var: Variable,
+    secret_var: Variable,
 ) -> Result<Option<OAuthClient>, ConfigError> {
+    let (id_var, secret_var) = (id_var.name, secret_var.name);
     match (get(id_var), get(secret_var)) {
         (Some(client_id), Some(secret)) => Ok(Some(OAuthClient {
             client_id,
@@ -596,19 +716,19 @@ mod tests {
     #[test]
     fn defaults_follow_the_contract() {
         let s = settings(&[]).unwrap();
-        assert_eq!(s.listen.to_string(), "127.0.0.1:8080");
+        assert_eq!(s.server.listen.to_string(), "127.0.0.1:8080");
         assert_eq!(s.public_origin(), "http://127.0.0.1:8080");
-        assert!(matches!(s.database_url, DatabaseUrl::Sqlite(_)));
-        assert!(s.cookie_secure);
-        assert_eq!(s.cookie_samesite, SameSite::Lax);
-        assert_eq!(s.bcrypt_cost, 12);
-        assert_eq!(s.signin_max_failures, 5);
-        assert_eq!(s.signin_window, Duration::from_secs(900));
-        assert_eq!(s.signin_max_failures_per_email, 50);
-        assert_eq!(s.ip_rate_limit_per_min, 60);
-        assert_eq!(s.store_timeout, Duration::from_millis(2000));
+        assert!(matches!(s.store.database_url, DatabaseUrl::Sqlite(_)));
+        assert!(s.browser.cookie_secure);
+        assert_eq!(s.browser.cookie_samesite, SameSite::Lax);
+        assert_eq!(s.sessions.bcrypt_cost, 12);
+        assert_eq!(s.limits.signin_max_failures, 5);
+        assert_eq!(s.limits.signin_window, Duration::from_secs(900));
+        assert_eq!(s.limits.signin_max_failures_per_email, 50);
+        assert_eq!(s.limits.ip_per_min, 60);
+        assert_eq!(s.store.timeout, Duration::from_millis(2000));
         assert_eq!(
-            s.callback_allowlist,
+            s.browser.callback_allowlist,
             vec!["http://127.0.0.1:8080".to_string()]
         );
         assert_eq!(s.data_dir(), Some(Path::new("./data")));
@@ -640,6 +760,46 @@ mod tests {
                 "{err} does not name {expected}"
             );
         }
+    }
+
+    #[test]
+    fn every_variable_of_the_table_is_read_and_nothing_else() {
+        let asked = std::cell::RefCell::new(Vec::new());
+        Settings::from_lookup(|name| {
+            asked.borrow_mut().push(name.to_owned());
+            None
+        })
+        .unwrap();
+        let mut asked = asked.into_inner();
+        asked.sort();
+        asked.dedup();
+        let mut table: Vec<String> = VARIABLES
+            .iter()
+            .filter(|v| v.name != var::RUST_LOG.name)
+            .map(|v| v.name.to_owned())
+            .collect();
+        table.sort();
+        assert_eq!(asked, table);
+        let mut names: Vec<&str> = VARIABLES.iter().map(|v| v.name).collect();
+        names.sort_unstable();
+        names.dedup();
+        assert_eq!(names.len(), VARIABLES.len(), "a variable is listed twice");
+    }
+
+    #[test]
+    fn every_default_of_the_table_parses() {
+        // Setting each variable to its own default changes nothing.
+        let defaults: HashMap<&str, &str> = VARIABLES
+            .iter()
+            .filter(|v| !v.default.is_empty())
+            .map(|v| (v.name, v.default))
+            .collect();
+        let explicit = Settings::from_lookup(|name| defaults.get(name).map(|v| v.to_string()))
+            .unwrap_or_else(|e| panic!("a default does not parse: {e}"));
+        assert_eq!(
+            format!("{explicit:?}"),
+            format!("{:?}", settings(&[]).unwrap())
+        );
     }
 
     #[test]

@@ -100,13 +100,13 @@ impl Mailer {
     /// other outgoing TLS connection of authvault. `user:pass@` is percent-decoded and used for
     /// AUTH PLAIN or LOGIN.
     pub fn from_settings(settings: &Settings) -> anyhow::Result<Self> {
-        let from = settings.mail_from.trim().parse::<Mailbox>().map_err(|_| {
+        let from = settings.mail.from.trim().parse::<Mailbox>().map_err(|_| {
             config_error(
                 "AUTHVAULT_MAIL_FROM",
                 "must be an address such as `authvault <no-reply@example.com>`",
             )
         })?;
-        let transport = if let Some(url) = &settings.smtp_url {
+        let transport = if let Some(url) = &settings.mail.smtp_url {
             let target = SmtpTarget::parse(url.expose_secret())
                 .map_err(|m| config_error("AUTHVAULT_SMTP_URL", m))?;
             let client = target

@@ -45,7 +45,11 @@ fn setup() -> Result<Settings, ExitCode> {
             return Err(ExitCode::FAILURE);
         }
     }
-    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info")).init();
+    let filter = authvault::config::var::RUST_LOG;
+    env_logger::Builder::from_env(
+        env_logger::Env::default().filter_or(filter.name, filter.default),
+    )
+    .init();
     Settings::from_env().map_err(|e| {
         eprintln!("error: {e}");
         ExitCode::FAILURE
@@ -69,15 +73,11 @@ async fn serve(settings: Settings) -> ExitCode {
     }
 }
 
-async fn rotate_keys(mut settings: Settings) -> ExitCode {
+async fn rotate_keys(settings: Settings) -> ExitCode {
     let opened = async {
-        resolve_secrets(&mut settings)?;
+        let secrets = resolve_secrets(&settings)?;
         let store = open_store(&settings).await?;
-        let keys = settings
-            .encryption_keys
-            .as_deref()
-            .ok_or_else(|| anyhow::anyhow!("AUTHVAULT_ENCRYPTION_KEYS is not set"))?;
-        anyhow::Ok((store, KeyRing::new(keys)))
+        anyhow::Ok((store, KeyRing::new(&secrets.encryption_keys)))
     };
     match opened.await {
         Ok((store, ring)) => cli::rotate_keys(store.as_ref(), &ring).await,

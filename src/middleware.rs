@@ -36,7 +36,7 @@ pub fn cors(settings: &Settings) -> Cors {
         .max_age(600)
         // Other origins get no CORS headers, so browsers keep the answer from them.
         .block_on_origin_mismatch(false);
-    for origin in &settings.cors_origins {
+    for origin in &settings.browser.cors_origins {
         cors = cors.allowed_origin(origin);
     }
     cors

@@ -50,7 +50,7 @@ pub async fn start(
     let now = clock::now();
     let user_agent = origin.user_agent.clone();
     let ip = origin.ip;
-    let refresh_expires_at = now + state.settings.refresh_ttl;
+    let refresh_expires_at = now + state.settings.sessions.refresh_ttl;
     let record = SessionRecord {
         id: Uuid::new_v4(),
         user_id: user.id,
@@ -170,7 +170,7 @@ async fn within_grace(
     hash: &str,
     now: OffsetDateTime,
 ) -> Result<(User, Started), ApiError> {
-    let grace = state.settings.refresh_grace;
+    let grace = state.settings.sessions.refresh_grace;
     let in_grace = refresh.previous_hash.as_deref() == Some(hash)
         && refresh
             .rotated_at

@@ -10,7 +10,7 @@ use actix_web::{
 use anyhow::Context;
 
 use crate::{
-    config::{DatabaseUrl, Settings},
+    config::{DatabaseUrl, Secrets, Settings},
     dev_secrets, middleware, routes,
     state::AppState,
     store::{MongoStore, SqliteStore, Store},
@@ -22,31 +22,40 @@ pub struct Application {
     server: Server,
 }
 
-/// Fills in development secrets from the data directory when the embedded store runs without
-/// configured ones (configuration already refused MongoDB without them).
-pub fn resolve_secrets(settings: &mut Settings) -> anyhow::Result<()> {
-    if settings.jwt_secret.is_none() || settings.encryption_keys.is_none() {
-        let dir = settings
-            .data_dir()
-            .context("secrets are required with this database")?
-            .to_owned();
-        let (jwt, keys) = dev_secrets::load_or_create(&dir)?;
-        settings.jwt_secret.get_or_insert(jwt);
-        settings.encryption_keys.get_or_insert(keys);
-    }
-    Ok(())
+/// The configured secrets, with development ones from the data directory for whichever the
+/// embedded store runs without (configuration already refused MongoDB without them).
+pub fn resolve_secrets(settings: &Settings) -> anyhow::Result<Secrets> {
+    let configured = &settings.secrets;
+    let (jwt_secret, encryption_keys) = match (&configured.jwt_secret, &configured.encryption_keys)
+    {
+        (Some(jwt), Some(keys)) => (jwt.clone(), keys.clone()),
+        (jwt, keys) => {
+            let dir = settings
+                .data_dir()
+                .context("secrets are required with this database")?;
+            let (dev_jwt, dev_keys) = dev_secrets::load_or_create(dir)?;
+            (
+                jwt.clone().unwrap_or(dev_jwt),
+                keys.clone().unwrap_or(dev_keys),
+            )
+        }
+    };
+    Ok(Secrets {
+        jwt_secret,
+        encryption_keys,
+    })
 }
 
 /// Opens the store the database URL names.
 pub async fn open_store(settings: &Settings) -> anyhow::Result<Arc<dyn Store>> {
-    Ok(match &settings.database_url {
+    Ok(match &settings.store.database_url {
         DatabaseUrl::Sqlite(path) => Arc::new(
-            SqliteStore::open(path, settings.store_timeout)
+            SqliteStore::open(path, settings.store.timeout)
                 .await
                 .with_context(|| format!("opening {}", path.display()))?,
         ),
         DatabaseUrl::Mongo(url) => Arc::new(
-            MongoStore::connect(url, settings.store_timeout)
+            MongoStore::connect(url, settings.store.timeout)
                 .await
                 .context("connecting to MongoDB")?,
         ),
@@ -55,17 +64,18 @@ pub async fn open_store(settings: &Settings) -> anyhow::Result<Arc<dyn Store>> {
 
 impl Application {
     /// Opens the store, binds the listener (port 0 picks a free one) and builds the server.
-    pub async fn build(mut settings: Settings) -> anyhow::Result<Self> {
-        resolve_secrets(&mut settings)?;
+    pub async fn build(settings: Settings) -> anyhow::Result<Self> {
+        let secrets = resolve_secrets(&settings)?;
         let store = open_store(&settings).await?;
-        let listener = TcpListener::bind(settings.listen)
-            .with_context(|| format!("binding {}", settings.listen))?;
-        Self::with_store(settings, store, listener).await
+        let listener = TcpListener::bind(settings.server.listen)
+            .with_context(|| format!("binding {}", settings.server.listen))?;
+        Self::with_store(settings, secrets, store, listener).await
     }
 
     /// Builds the server on an already opened store and bound listener.
     pub async fn with_store(
         settings: Settings,
+        secrets: Secrets,
         store: Arc<dyn Store>,
         listener: TcpListener,
     ) -> anyhow::Result<Self> {
@@ -74,15 +84,16 @@ impl Application {
             "authvault on {} with the {} store, public URL {}",
             listener.local_addr()?,
             store.backend(),
-            settings.public_url
+            settings.server.public_url
         );
-        let state = web::Data::new(AppState::build(settings, store).await?);
+        let state = web::Data::new(AppState::build(settings, secrets, store).await?);
 
-        let workers = state.settings.workers;
+        let workers = state.settings.server.workers;
         let mut server = HttpServer::new(move || {
             let settings = &state.settings;
             let allowed: Arc<Vec<String>> = Arc::new(
                 settings
+                    .browser
                     .cors_origins
                     .iter()
                     .cloned()

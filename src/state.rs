@@ -7,14 +7,10 @@ use anyhow::Context;
 
 use crate::{
     auth::{
-        cookies::CookieConfig,
-        csrf::CsrfKey,
-        jwt::JwtKeys,
-        oauth_flow::FlowKey,
-        password::Hasher,
-        rate_limit::{Limits, RateLimiter},
+        cookies::CookieConfig, csrf::CsrfKey, jwt::JwtKeys, oauth_flow::FlowKey, password::Hasher,
+        rate_limit::RateLimiter,
     },
-    config::Settings,
+    config::{Secrets, Settings},
     openapi,
     store::Store,
     upstream::{github::GithubClient, google::GoogleClient, together::TogetherClient},
@@ -48,34 +44,23 @@ pub struct AppState {
 }
 
 impl AppState {
-    /// Makes the keys, the clients of the outside services and the limiter from the settings
-    /// (with secrets already resolved) and an opened store.
-    pub async fn build(settings: Settings, store: Arc<dyn Store>) -> anyhow::Result<Self> {
-        let secret = settings
-            .jwt_secret
-            .clone()
-            .context("AUTHVAULT_JWT_SECRET is not set")?;
+    /// Makes the keys, the clients of the outside services and the limiter from the settings,
+    /// the resolved secrets and an opened store.
+    pub async fn build(
+        settings: Settings,
+        secrets: Secrets,
+        store: Arc<dyn Store>,
+    ) -> anyhow::Result<Self> {
+        let secret = secrets.jwt_secret;
         let parallelism = std::thread::available_parallelism().map_or(2, |n| n.get());
         let hasher = {
-            let cost = settings.bcrypt_cost;
+            let cost = settings.sessions.bcrypt_cost;
             tokio::task::spawn_blocking(move || {
                 Hasher::new(cost, parallelism, Duration::from_secs(10))
             })
             .await??
         };
-        let limits = Limits {
-            signin_max_failures: settings.signin_max_failures,
-            signin_max_failures_per_email: settings.signin_max_failures_per_email,
-            signin_window: settings.signin_window,
-            ip_per_min: settings.ip_rate_limit_per_min,
-            generate_per_min: settings.generate_per_min,
-        };
-        let vault = KeyRing::new(
-            settings
-                .encryption_keys
-                .as_deref()
-                .context("AUTHVAULT_ENCRYPTION_KEYS is not set")?,
-        );
+        let vault = KeyRing::new(&secrets.encryption_keys);
         let http = reqwest::Client::builder()
             .connect_timeout(Duration::from_secs(5))
             .pool_idle_timeout(Duration::from_secs(90))
@@ -83,7 +68,7 @@ impl AppState {
             .build()
             .context("building the HTTP client")?;
         let together =
-            TogetherClient::new(http, &settings.together_api_url, settings.generate_timeout);
+            TogetherClient::new(http, &settings.together.api_url, settings.together.timeout);
         // Provider calls never follow redirects and never wait long.
         let oauth_http = reqwest::Client::builder()
             .redirect(reqwest::redirect::Policy::none())
@@ -93,6 +78,7 @@ impl AppState {
             .build()
             .context("building the OAuth HTTP client")?;
         let base = settings
+            .server
             .public_url
             .as_str()
             .trim_end_matches('/')
@@ -124,12 +110,12 @@ impl AppState {
             vault,
             jwt: JwtKeys::new(
                 &secret,
-                settings.public_url.as_str().trim_end_matches('/'),
-                settings.session_ttl,
+                settings.server.public_url.as_str().trim_end_matches('/'),
+                settings.sessions.access_ttl,
             ),
             csrf: CsrfKey::derive(&secret),
             cookies: CookieConfig::from_settings(&settings),
-            limiter: RateLimiter::new(store.clone(), limits),
+            limiter: RateLimiter::new(store.clone(), settings.limits.clone()),
             hasher,
             store,
             openapi: web::Bytes::from(openapi::document_json()),

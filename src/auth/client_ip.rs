@@ -46,7 +46,7 @@ impl actix_web::FromRequest for ClientIp {
     fn from_request(req: &HttpRequest, _: &mut actix_web::dev::Payload) -> Self::Future {
         std::future::ready(
             super::session::app_state(req)
-                .map(|state| Self::resolve(req, &state.settings.trusted_proxies)),
+                .map(|state| Self::resolve(req, &state.settings.server.trusted_proxies)),
         )
     }
 }

@@ -20,10 +20,10 @@ pub struct CookieConfig {
 
 impl CookieConfig {
     pub fn from_settings(settings: &Settings) -> Self {
-        let secure = settings.cookie_secure;
+        let secure = settings.browser.cookie_secure;
         Self {
             secure,
-            same_site: settings.cookie_samesite,
+            same_site: settings.browser.cookie_samesite,
             // `__Host-` makes the browser refuse the cookie unless it is Secure, host-only and
             // Path=/, so a sibling subdomain cannot plant one.
             session_name: if secure {

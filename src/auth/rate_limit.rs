@@ -20,15 +20,7 @@ use crate::{
 
 const MINUTE: Duration = Duration::from_secs(60);
 
-/// The configured limits.
-#[derive(Debug, Clone)]
-pub struct Limits {
-    pub signin_max_failures: u32,
-    pub signin_max_failures_per_email: u32,
-    pub signin_window: Duration,
-    pub ip_per_min: u32,
-    pub generate_per_min: u32,
-}
+pub use crate::config::Limits;
 
 #[derive(Clone)]
 pub struct RateLimiter {
@@ -211,7 +203,7 @@ impl actix_web::FromRequest for CredentialBudget {
     fn from_request(req: &actix_web::HttpRequest, _: &mut actix_web::dev::Payload) -> Self::Future {
         match super::session::app_state(req) {
             Ok(state) => {
-                let ip = ClientIp::resolve(req, &state.settings.trusted_proxies);
+                let ip = ClientIp::resolve(req, &state.settings.server.trusted_proxies);
                 Box::pin(async move {
                     state.limiter.credential_request(ip).await?;
                     Ok(Self(ip))

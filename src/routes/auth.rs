@@ -247,7 +247,12 @@ pub async fn csrf(state: web::Data<AppState>, req: HttpRequest) -> HttpResponse 
         example = json!({"credentials": {"id": "credentials", "name": "Email and password", "type": "credentials",
             "signinUrl": "http://127.0.0.1:8080/api/auth/signin", "callbackUrl": null}}))))]
 pub async fn providers(state: web::Data<AppState>) -> HttpResponse {
-    let base = state.settings.public_url.as_str().trim_end_matches('/');
+    let base = state
+        .settings
+        .server
+        .public_url
+        .as_str()
+        .trim_end_matches('/');
     let mut map = BTreeMap::new();
     map.insert(
         "credentials",

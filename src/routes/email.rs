@@ -90,7 +90,7 @@ fn link_base(state: &AppState, redirect: Option<&str>) -> Result<url::Url, ApiEr
                 Err(ApiError::InvalidCallbackUrl)
             }
         }
-        None => Ok(state.settings.public_url.clone()),
+        None => Ok(state.settings.server.public_url.clone()),
     }
 }
 
@@ -168,7 +168,7 @@ pub async fn request_verification(
         TokenKind::VerifyEmail,
         &user,
         &base,
-        state.settings.verify_token_ttl,
+        state.settings.mail.verify_token_ttl,
     )
     .await?;
     let mail = message(
@@ -274,7 +274,7 @@ async fn send_reset(state: &AppState, email: &Email, base: &url::Url) -> Result<
         TokenKind::PasswordReset,
         &user,
         base,
-        state.settings.reset_token_ttl,
+        state.settings.mail.reset_token_ttl,
     )
     .await?;
     let mail = message(
@@ -282,7 +282,7 @@ async fn send_reset(state: &AppState, email: &Email, base: &url::Url) -> Result<
         "Reset your password",
         &[&format!(
             "Someone asked to reset the password of your account. The link works once, for {} minutes.",
-            state.settings.reset_token_ttl.as_secs().div_ceil(60)
+            state.settings.mail.reset_token_ttl.as_secs().div_ceil(60)
         )],
         Some(("Choose a new password", &link)),
     );

@@ -200,7 +200,7 @@ pub async fn generate(
     let model = req
         .model
         .as_deref()
-        .unwrap_or(&state.settings.generate_model);
+        .unwrap_or(&state.settings.together.model);
     let chat = ChatRequest {
         model,
         system: &system,

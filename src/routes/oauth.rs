@@ -116,12 +116,16 @@ pub async fn oauth_signin(
 
     let callback = match &query.callback_url {
         Some(raw) => url::Url::parse(raw).map_err(|_| ApiError::InvalidCallbackUrl)?,
-        None => state.settings.public_url.clone(),
+        None => state.settings.server.public_url.clone(),
     };
     if !state.settings.callback_allowed(&callback) {
         return Err(ApiError::InvalidCallbackUrl);
     }
-    let is_app = state.settings.app_callbacks.contains(&callback.to_string());
+    let is_app = state
+        .settings
+        .browser
+        .app_callbacks
+        .contains(&callback.to_string());
     let app_challenge = match (&query.code_challenge, is_app) {
         (Some(c), true) => {
             let ok = c.len() == 43
@@ -354,7 +358,7 @@ async fn callback(
         .with_label_values(&[provider.as_str(), "ok"])
         .inc();
     let user = accounts::resolve_identity(state, &identity).await?;
-    let ip = ClientIp::resolve(req, &state.settings.trusted_proxies);
+    let ip = ClientIp::resolve(req, &state.settings.server.trusted_proxies);
 
     if let Some(challenge) = &flow.app_challenge {
         // An app gets a one-time code bound to its own PKCE challenge, never a cookie.

@@ -11,7 +11,7 @@ use authvault::{
     auth::jwt::JwtKeys,
     config::Settings,
     domain::{Email, User, UserId, UserName},
-    startup::{open_store, Application},
+    startup::{open_store, resolve_secrets, Application},
     store::{NewUser, SessionRecord, Store},
 };
 use reqwest::{header::HeaderMap, Response, StatusCode};
@@ -147,10 +147,11 @@ pub async fn spawn_app_on(db: Database, overrides: &[(&str, &str)]) -> TestApp {
     }
     let lookup = vars.clone();
     let mut settings = Settings::from_lookup(|name| lookup.get(name).cloned()).expect("settings");
-    settings.workers = Some(1);
+    settings.server.workers = Some(1);
     let store = open_store(&settings).await.expect("store opens");
-    let listener = std::net::TcpListener::bind(settings.listen).expect("bind");
-    let app = Application::with_store(settings, store.clone(), listener)
+    let listener = std::net::TcpListener::bind(settings.server.listen).expect("bind");
+    let secrets = resolve_secrets(&settings).expect("secrets");
+    let app = Application::with_store(settings, secrets, store.clone(), listener)
         .await
         .expect("app builds");
     let address = format!("http://127.0.0.1:{}", app.port());
