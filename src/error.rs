@@ -84,7 +84,8 @@ api_errors! {
         "Unsupported media type", "Send the body as application/json.";
     RateLimited { retry_after: Duration } => "rate_limited", TOO_MANY_REQUESTS,
         "Too many requests", "Too many attempts; retry in {retry} seconds.";
-    StoreUnavailable => "store_unavailable", SERVICE_UNAVAILABLE, "Database unavailable",
+    /// The store did not answer (its cause, for the log), or the password hashers are busy.
+    StoreUnavailable(Option<anyhow::Error>) => "store_unavailable", SERVICE_UNAVAILABLE, "Database unavailable",
         "The database did not answer in time; retry shortly.";
     VaultOpenFailed => "vault_open_failed", INTERNAL_SERVER_ERROR,
         "A stored key could not be decrypted",
@@ -229,9 +230,7 @@ impl ResponseError for ApiError {
     }
 
     fn error_response(&self) -> HttpResponse {
-        if let Self::Internal(cause) = self {
-            log::error!("internal error: {cause:#}");
-        }
+        self.observe();
         let mut res = HttpResponse::build(self.status_code());
         match self {
             Self::RateLimited { retry_after } | Self::UpstreamRateLimited { retry_after } => {
@@ -257,26 +256,44 @@ impl ResponseError for ApiError {
     }
 }
 
+impl ApiError {
+    /// Logs and counts an error as it is answered: the one place errors are recorded.
+    /// (Outside calls are recorded where they end, by `upstream::observe`.)
+    fn observe(&self) {
+        let store_errors = || &crate::metrics::metrics().store_errors;
+        match self {
+            Self::StoreUnavailable(Some(cause)) => {
+                store_errors().with_label_values(&["unavailable"]).inc();
+                log::warn!("store unavailable: {cause:#}");
+            }
+            Self::Internal(cause) => {
+                if cause.downcast_ref::<StoreFailure>().is_some() {
+                    store_errors().with_label_values(&["other"]).inc();
+                }
+                log::error!("internal error: {cause:#}");
+            }
+            _ => {}
+        }
+    }
+}
+
+/// Marks an internal error that the store reported, for the store error count.
+#[derive(Debug)]
+struct StoreFailure;
+
+impl std::fmt::Display for StoreFailure {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("store error")
+    }
+}
+
 impl From<StoreError> for ApiError {
     fn from(error: StoreError) -> Self {
         match error {
-            StoreError::Unavailable(cause) => {
-                crate::metrics::metrics()
-                    .store_errors
-                    .with_label_values(&["unavailable"])
-                    .inc();
-                log::warn!("store unavailable: {cause:#}");
-                Self::StoreUnavailable
-            }
+            StoreError::Unavailable(cause) => Self::StoreUnavailable(Some(cause)),
             StoreError::NotFound => Self::NotFound,
             StoreError::Conflict => Self::internal(anyhow::anyhow!("unexpected store conflict")),
-            StoreError::Other(cause) => {
-                crate::metrics::metrics()
-                    .store_errors
-                    .with_label_values(&["other"])
-                    .inc();
-                Self::Internal(cause)
-            }
+            StoreError::Other(cause) => Self::Internal(cause.context(StoreFailure)),
         }
     }
 }
@@ -290,24 +307,11 @@ impl From<crate::domain::FieldError> for ApiError {
 impl From<crate::upstream::UpstreamError> for ApiError {
     fn from(error: crate::upstream::UpstreamError) -> Self {
         use crate::upstream::UpstreamError as U;
-        let outcome = match &error {
-            U::KeyRejected => "key_rejected",
-            U::RateLimited { .. } => "rate_limited",
-            U::Timeout => "timeout",
-            U::Failed(_) => "error",
-        };
-        crate::metrics::metrics()
-            .upstream
-            .with_label_values(&["together", outcome])
-            .inc();
         match error {
             U::KeyRejected => Self::UpstreamKeyRejected,
             U::RateLimited { retry_after } => Self::UpstreamRateLimited { retry_after },
             U::Timeout => Self::UpstreamTimeout,
-            U::Failed(why) => {
-                log::warn!("upstream failure: {why}");
-                Self::UpstreamError
-            }
+            U::Failed(_) => Self::UpstreamError,
         }
     }
 }
@@ -354,7 +358,7 @@ mod tests {
             ApiError::RateLimited {
                 retry_after: Duration::from_millis(1500),
             },
-            ApiError::StoreUnavailable,
+            ApiError::StoreUnavailable(None),
             ApiError::VaultOpenFailed,
             ApiError::MissingApiKey,
             ApiError::InvalidCallbackUrl,
@@ -394,6 +398,39 @@ mod tests {
         let body = serde_json::to_string(&p).unwrap();
         assert!(!body.contains("mongodb"));
         assert_eq!(p.code, "internal");
+    }
+
+    #[test]
+    fn store_errors_are_counted_once_as_they_are_answered() {
+        let counter = |kind: &str| {
+            crate::metrics::metrics()
+                .store_errors
+                .with_label_values(&[kind])
+                .get()
+        };
+        let (other, unavailable) = (counter("other"), counter("unavailable"));
+        let error = ApiError::from(StoreError::Other(anyhow::anyhow!("disk I/O error")));
+        assert_eq!(error.kind().code, "internal");
+        assert_eq!(counter("other"), other, "counted before it was answered");
+        assert_eq!(error.error_response().status(), 500);
+        assert_eq!(counter("other"), other + 1);
+
+        let error = ApiError::from(StoreError::Unavailable(anyhow::anyhow!("timed out")));
+        assert_eq!(error.error_response().status(), 503);
+        assert_eq!(counter("unavailable"), unavailable + 1);
+        // Busy password hashers answer 503 too, but the store is not at fault.
+        assert_eq!(
+            ApiError::StoreUnavailable(None).error_response().status(),
+            503
+        );
+        assert_eq!(counter("unavailable"), unavailable + 1);
+        assert_eq!(
+            ApiError::internal(anyhow::anyhow!("other"))
+                .error_response()
+                .status(),
+            500
+        );
+        assert_eq!(counter("other"), other + 1);
     }
 
     #[test]

@@ -53,7 +53,7 @@ impl Hasher {
     ) -> Result<T, ApiError> {
         let permit = tokio::time::timeout(self.queue_timeout, self.permits.clone().acquire_owned())
             .await
-            .map_err(|_| ApiError::StoreUnavailable)?
+            .map_err(|_| ApiError::StoreUnavailable(None))?
             .map_err(ApiError::internal)?;
         let (done, result) = oneshot::channel();
         self.jobs

@@ -13,7 +13,11 @@ use crate::{
     domain::{FieldError, FieldErrors, KeyProvider},
     error::ApiError,
     state::AppState,
-    upstream::together::{strip_fences, ChatRequest, ChatStream, StreamItem, Usage},
+    upstream::{
+        self,
+        together::{strip_fences, ChatRequest, ChatStream, StreamItem, Usage},
+        UpstreamError,
+    },
 };
 
 /// Longest prompt accepted, in characters.
@@ -208,11 +212,9 @@ pub async fn generate(
         max_tokens: req.max_tokens,
     };
     if !req.stream {
-        let answer = state.together.complete(&key, &chat).await?;
-        crate::metrics::metrics()
-            .upstream
-            .with_label_values(&["together", "ok"])
-            .inc();
+        let answer = state.together.complete(&key, &chat).await;
+        upstream::observe(TOGETHER, answer.as_ref().map(|_| ()));
+        let answer = answer?;
         log::info!(
             "user {} generated {} completion tokens",
             current.id,
@@ -225,19 +227,25 @@ pub async fn generate(
         }));
     }
 
-    let mut stream = state.together.stream(&key, &chat).await?;
+    let stream = state.together.stream(&key, &chat).await;
+    if let Err(e) = &stream {
+        upstream::observe(TOGETHER, Err(e));
+    }
+    let mut stream = stream?;
     // Wait for the first delta: a failure before it still gets a real status and problem+json.
     let first = match stream.next().await {
-        Some(Ok(item)) => {
-            crate::metrics::metrics()
-                .upstream
-                .with_label_values(&["together", "ok"])
-                .inc();
-            item
+        Some(Ok(item)) => item,
+        Some(Err(e)) => {
+            upstream::observe(TOGETHER, Err(&e));
+            return Err(e.into());
         }
-        Some(Err(e)) => return Err(e.into()),
-        None => return Err(ApiError::UpstreamError),
+        None => {
+            let e = UpstreamError::Failed("the stream ended before its first delta".into());
+            upstream::observe(TOGETHER, Err(&e));
+            return Err(e.into());
+        }
     };
+    upstream::observe(TOGETHER, Ok(()));
     let relay = Relay {
         stream,
         first: Some(first),
@@ -254,6 +262,9 @@ pub async fn generate(
         .insert_header(("x-accel-buffering", "no"))
         .streaming(frames))
 }
+
+/// The provider label of Together AI's calls in the metrics.
+const TOGETHER: &str = "together";
 
 /// Turns the provider's stream into our frames, one at a time.
 struct Relay {
@@ -276,9 +287,7 @@ impl Relay {
             Some(item) => Ok(item),
             None => match self.stream.next().await {
                 Some(item) => item,
-                None => Err(crate::upstream::UpstreamError::Failed(
-                    "stream ended early".into(),
-                )),
+                None => Err(UpstreamError::Failed("stream ended early".into())),
             },
         };
         Some(match item {
@@ -301,6 +310,7 @@ impl Relay {
             }
             Err(e) => {
                 self.done = true;
+                upstream::observe(TOGETHER, Err(&e));
                 let api = ApiError::from(e);
                 let problem = crate::error::Problem::from(&api);
                 frame(

@@ -185,15 +185,7 @@ pub async fn oauth_signin(
 }
 
 fn provider_failed(provider: AuthProvider, e: crate::upstream::UpstreamError) -> ApiError {
-    let outcome = match e {
-        crate::upstream::UpstreamError::Timeout => "timeout",
-        _ => "error",
-    };
-    crate::metrics::metrics()
-        .upstream
-        .with_label_values(&[provider.as_str(), outcome])
-        .inc();
-    log::warn!("{} sign-in failed: {e}", provider.as_str());
+    crate::upstream::observe(provider.as_str(), Err(&e));
     ApiError::ProviderError
 }
 
@@ -353,10 +345,7 @@ async fn callback(
         .ok_or_else(|| ApiError::field("code", "is required"))?;
 
     let identity = fetch_identity(state, provider, code, &flow).await?;
-    crate::metrics::metrics()
-        .upstream
-        .with_label_values(&[provider.as_str(), "ok"])
-        .inc();
+    crate::upstream::observe(provider.as_str(), Ok(()));
     let user = accounts::resolve_identity(state, &identity).await?;
     let ip = ClientIp::resolve(req, &state.settings.server.trusted_proxies);
 

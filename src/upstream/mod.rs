@@ -24,6 +24,25 @@ pub enum UpstreamError {
     Failed(String),
 }
 
+/// Counts the outcome of one call to an outside service, and logs a failure: the one place
+/// upstream outcomes are recorded (`authvault_upstream_requests_total`).
+pub fn observe(provider: &str, outcome: Result<(), &UpstreamError>) {
+    let label = match outcome {
+        Ok(()) => "ok",
+        Err(UpstreamError::KeyRejected) => "key_rejected",
+        Err(UpstreamError::RateLimited { .. }) => "rate_limited",
+        Err(UpstreamError::Timeout) => "timeout",
+        Err(UpstreamError::Failed(_)) => "error",
+    };
+    if let Err(e) = outcome {
+        log::warn!("{provider} call failed: {e}");
+    }
+    crate::metrics::metrics()
+        .upstream
+        .with_label_values(&[provider, label])
+        .inc();
+}
+
 impl UpstreamError {
     /// Maps a transport error without its URL or body.
     pub fn from_transport(e: &reqwest::Error) -> Self {
