@@ -15,7 +15,7 @@ use crate::{
     clock,
     domain::Email,
     error::ApiError,
-    store::{EventSlot, Reserved, Store},
+    store::{EventSlot, RateLimitStore, Reserved},
 };
 
 const MINUTE: Duration = Duration::from_secs(60);
@@ -24,7 +24,7 @@ pub use crate::config::Limits;
 
 #[derive(Clone)]
 pub struct RateLimiter {
-    store: Arc<dyn Store>,
+    store: Arc<dyn RateLimitStore>,
     limits: Limits,
 }
 
@@ -56,7 +56,7 @@ pub struct CredentialCheck {
 }
 
 impl RateLimiter {
-    pub fn new(store: Arc<dyn Store>, limits: Limits) -> Self {
+    pub fn new(store: Arc<dyn RateLimitStore>, limits: Limits) -> Self {
         Self { store, limits }
     }
 

@@ -7,7 +7,7 @@
 use super::KeyRing;
 use crate::{
     domain::{KeyProvider, UserId},
-    store::{Store, StoreError, StoredKey},
+    store::{KeyStore, StoreError, StoredKey},
 };
 
 const PAGE: u32 = 100;
@@ -52,7 +52,7 @@ enum Outcome {
 }
 
 async fn rotate_one(
-    store: &dyn Store,
+    store: &dyn KeyStore,
     ring: &KeyRing,
     user: UserId,
     mut key: StoredKey,
@@ -93,7 +93,7 @@ async fn rotate_one(
 
 /// Re-seals every key not sealed with `ring`'s newest key.
 pub async fn rotate_all(
-    store: &dyn Store,
+    store: &dyn KeyStore,
     ring: &KeyRing,
     mut progress: impl FnMut(Progress<'_>),
 ) -> Result<RotationReport, StoreError> {
