@@ -9,6 +9,7 @@ pub mod config;
 pub mod dev_secrets;
 pub mod domain;
 pub mod error;
+pub mod links;
 pub mod mail;
 pub mod metrics;
 pub mod middleware;
