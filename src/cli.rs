@@ -1,5 +1,6 @@
-//! The command line: `serve` (the default), `openapi`, `rotate-keys`, each with its own `--help`,
-//! and `--version`; and the terminal side of `rotate-keys`. `main.rs` parses it and composes.
+//! The command line: `serve` (the default), `openapi`, `rotate-keys`, `signing-key`, each with
+//! its own `--help`, and `--version`; and the terminal side of `rotate-keys`. `main.rs` parses it
+//! and composes.
 
 use std::{io::IsTerminal, process::ExitCode};
 
@@ -25,7 +26,7 @@ pub struct Cli {
     pub command: Option<Command>,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Subcommand)]
+#[derive(Debug, Clone, PartialEq, Eq, Subcommand)]
 pub enum Command {
     /// Serve the API (the default when no command is given).
     Serve,
@@ -36,6 +37,39 @@ pub enum Command {
     /// Safe while servers run, and safe to run again after a failure. Exits 1 when a key
     /// could not be opened with any configured key.
     RotateKeys,
+    /// Print a new signing key for AUTHVAULT_SIGNING_KEYS: `kid:base64(PKCS#8 DER)`.
+    ///
+    /// Reads no configuration. To rotate, add the new entry second, wait at least 300 s (the
+    /// JWKS cache time), then move it first (see the README).
+    SigningKey {
+        /// The algorithm the key signs with (AUTHVAULT_JWT_ALG).
+        #[arg(long, value_parser = ["EdDSA", "ES256"])]
+        alg: String,
+        /// The key id (`kid`); default: the algorithm and the date, e.g. `eddsa-20261202`.
+        #[arg(long)]
+        kid: Option<String>,
+    },
+}
+
+/// `authvault signing-key`: a new key's configuration entry, or why there is none.
+pub fn signing_key(alg: &str, kid: Option<&str>) -> Result<zeroize::Zeroizing<String>, String> {
+    let alg = crate::signing::JwtAlg::parse(alg)?;
+    let default_kid;
+    let kid = match kid {
+        Some(kid) => kid,
+        None => {
+            let today = crate::clock::now().date();
+            default_kid = format!(
+                "{}-{:04}{:02}{:02}",
+                alg.as_str().to_ascii_lowercase(),
+                today.year(),
+                u8::from(today.month()),
+                today.day()
+            );
+            &default_kid
+        }
+    };
+    Ok(crate::signing::SigningKey::generate(kid, alg)?.to_entry())
 }
 
 /// `authvault rotate-keys` once the store is open: re-seals every stored API key with the

@@ -15,6 +15,8 @@ use ipnet::IpNet;
 use secrecy::{ExposeSecret, SecretBox, SecretString};
 use url::Url;
 
+use crate::signing::{parse_signing_keys, JwtAlg, SigningKey};
+
 /// A variable that is present but unusable: start-up stops with this one line.
 #[derive(Debug, thiserror::Error)]
 #[error("configuration error: {variable}: {message}")]
@@ -219,6 +221,10 @@ pub mod var {
             "HS256 key, at least 32 bytes (generated into the data dir with SQLite; required with MongoDB)";
         ENCRYPTION_KEYS = "AUTHVAULT_ENCRYPTION_KEYS", "",
             "vault keys id:base64key[,...], 32 bytes each, the first seals (generated like the JWT secret)";
+        JWT_ALG = "AUTHVAULT_JWT_ALG", "HS256",
+            "access token algorithm: HS256 (the JWT secret), EdDSA or ES256 (the signing keys)";
+        SIGNING_KEYS = "AUTHVAULT_SIGNING_KEYS", "",
+            "EdDSA/ES256 keys kid:base64(PKCS#8 DER)[,...], the first signs (generated into the data dir with SQLite; required with MongoDB)";
         COOKIE_SECURE = "AUTHVAULT_COOKIE_SECURE", "true",
             "Secure session cookies; false only for plain-http development";
         COOKIE_SAMESITE = "AUTHVAULT_COOKIE_SAMESITE", "lax",
@@ -240,6 +246,8 @@ pub mod var {
             "per-IP requests per minute on the credential endpoints; 0 disables";
         GENERATE_PER_MIN = "AUTHVAULT_GENERATE_PER_MIN", "20",
             "per-user requests per minute on /api/generate; 0 disables";
+        ACCESS_TTL_SECS = "AUTHVAULT_ACCESS_TTL_SECS", "3600",
+            "access token lifetime and the session cookie's Max-Age, in seconds (60-86400)";
         REFRESH_TTL_SECS = "AUTHVAULT_REFRESH_TTL_SECS", "2592000", "refresh token lifetime, in seconds";
         REFRESH_GRACE_SECS = "AUTHVAULT_REFRESH_GRACE_SECS", "10",
             "seconds a just-rotated refresh token still yields its successor; 0 disables";
@@ -302,6 +310,10 @@ pub struct StoreSettings {
 pub struct ConfiguredSecrets {
     pub jwt_secret: Option<SecretString>,
     pub encryption_keys: Option<Vec<EncryptionKey>>,
+    /// The access tokens' algorithm; EdDSA and ES256 sign with `signing_keys`.
+    pub jwt_alg: JwtAlg,
+    /// Only with EdDSA or ES256, each of that algorithm's type.
+    pub signing_keys: Option<Vec<SigningKey>>,
 }
 
 /// The secrets a running server uses: configured, or development ones from the data dir.
@@ -309,6 +321,9 @@ pub struct ConfiguredSecrets {
 pub struct Secrets {
     pub jwt_secret: SecretString,
     pub encryption_keys: Vec<EncryptionKey>,
+    pub jwt_alg: JwtAlg,
+    /// Empty with HS256; otherwise at least one, the first signs.
+    pub signing_keys: Vec<SigningKey>,
 }
 
 /// Cookies, and where browsers and callbacks may come from.
@@ -387,6 +402,7 @@ impl Settings {
             database_url: vars.parse(var::DATABASE_URL, DatabaseUrl::parse)?,
             timeout: Duration::from_millis(vars.number(var::STORE_TIMEOUT_MS, 1, 600_000)?),
         };
+        let jwt_alg = vars.parse(var::JWT_ALG, JwtAlg::parse)?;
         let secrets = ConfiguredSecrets {
             jwt_secret: vars.optional(var::JWT_SECRET, |v| {
                 if v.len() < 32 {
@@ -396,6 +412,8 @@ impl Settings {
                 }
             })?,
             encryption_keys: vars.optional(var::ENCRYPTION_KEYS, parse_encryption_keys)?,
+            jwt_alg,
+            signing_keys: vars.optional(var::SIGNING_KEYS, |v| parse_signing_keys(v, jwt_alg))?,
         };
         if matches!(store.database_url, DatabaseUrl::Mongo(_)) {
             if secrets.jwt_secret.is_none() {
@@ -408,6 +426,12 @@ impl Settings {
                 return Err(ConfigError::new(
                     var::ENCRYPTION_KEYS.name,
                     "is required with MongoDB (e.g. k1:$(openssl rand -base64 32))",
+                ));
+            }
+            if jwt_alg != JwtAlg::Hs256 && secrets.signing_keys.is_none() {
+                return Err(ConfigError::new(
+                    var::SIGNING_KEYS.name,
+                    "is required with MongoDB and EdDSA or ES256 (make one: authvault signing-key)",
                 ));
             }
         }
@@ -442,7 +466,7 @@ impl Settings {
         };
         let sessions = SessionSettings {
             bcrypt_cost: vars.number(var::BCRYPT_COST, 4, 31)? as u32,
-            access_ttl: Duration::from_secs(3600),
+            access_ttl: Duration::from_secs(vars.number(var::ACCESS_TTL_SECS, 60, 86_400)?),
             refresh_ttl: Duration::from_secs(vars.number(
                 var::REFRESH_TTL_SECS,
                 60,
@@ -800,6 +824,59 @@ mod tests {
             format!("{explicit:?}"),
             format!("{:?}", settings(&[]).unwrap())
         );
+    }
+
+    #[test]
+    fn a_signing_key_of_the_wrong_type_stops_the_start_naming_its_variable() {
+        use crate::signing::SigningKey;
+        let ed = SigningKey::generate("ed", JwtAlg::EdDsa)
+            .unwrap()
+            .to_entry();
+        let ec = SigningKey::generate("ec", JwtAlg::Es256)
+            .unwrap()
+            .to_entry();
+        for (alg, keys) in [
+            ("ES256", ed.as_str()),
+            ("EdDSA", ec.as_str()),
+            ("HS256", ed.as_str()),
+        ] {
+            let err = settings(&[("AUTHVAULT_JWT_ALG", alg), ("AUTHVAULT_SIGNING_KEYS", keys)])
+                .expect_err(alg);
+            assert_eq!(err.variable, "AUTHVAULT_SIGNING_KEYS", "{alg}: {err}");
+            assert!(!err.to_string().contains(keys.split(':').nth(1).unwrap()));
+        }
+        let err = settings(&[("AUTHVAULT_JWT_ALG", "RS256")]).unwrap_err();
+        assert_eq!(err.variable, "AUTHVAULT_JWT_ALG");
+        let ok = settings(&[
+            ("AUTHVAULT_JWT_ALG", "ES256"),
+            ("AUTHVAULT_SIGNING_KEYS", ec.as_str()),
+        ])
+        .unwrap();
+        assert_eq!(ok.secrets.signing_keys.unwrap()[0].kid, "ec");
+        // MongoDB has no data dir to keep a generated key in.
+        let err = settings(&[
+            ("AUTHVAULT_DATABASE_URL", "mongodb://localhost:27017/av"),
+            ("AUTHVAULT_JWT_SECRET", "0123456789abcdef0123456789abcdef"),
+            (
+                "AUTHVAULT_ENCRYPTION_KEYS",
+                "k1:AQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQE=",
+            ),
+            ("AUTHVAULT_JWT_ALG", "EdDSA"),
+        ])
+        .unwrap_err();
+        assert_eq!(err.variable, "AUTHVAULT_SIGNING_KEYS");
+    }
+
+    #[test]
+    fn the_access_token_lifetime_is_bounded() {
+        assert_eq!(
+            settings(&[]).unwrap().sessions.access_ttl,
+            Duration::from_secs(3600)
+        );
+        for bad in ["59", "86401", "soon"] {
+            let err = settings(&[("AUTHVAULT_ACCESS_TTL_SECS", bad)]).unwrap_err();
+            assert_eq!(err.variable, "AUTHVAULT_ACCESS_TTL_SECS");
+        }
     }
 
     #[test]

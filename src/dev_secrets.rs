@@ -11,7 +11,10 @@ use anyhow::Context;
 use base64::{engine::general_purpose::STANDARD, Engine};
 use secrecy::SecretString;
 
-use crate::config::{parse_encryption_keys, EncryptionKey};
+use crate::{
+    config::{parse_encryption_keys, EncryptionKey},
+    signing::{parse_signing_keys, JwtAlg, SigningKey},
+};
 
 const JWT_FILE: &str = "jwt-secret";
 const KEYS_FILE: &str = "encryption-keys";
@@ -52,6 +55,36 @@ fn read_or_create(
     }
 }
 
+/// The development signing key of `alg` kept in `dir` (one file per algorithm).
+pub fn signing_keys(dir: &Path, alg: JwtAlg) -> anyhow::Result<Vec<SigningKey>> {
+    let name = match alg {
+        JwtAlg::EdDsa => "signing-keys-eddsa",
+        JwtAlg::Es256 => "signing-keys-es256",
+        JwtAlg::Hs256 => return Ok(Vec::new()),
+    };
+    let mut failed = None;
+    let (entry, created) = read_or_create(dir, name, || match SigningKey::generate("dev1", alg) {
+        Ok(key) => key.to_entry().to_string(),
+        Err(e) => {
+            failed = Some(e);
+            String::new()
+        }
+    })?;
+    if let Some(e) = failed {
+        anyhow::bail!("generating a signing key: {e}");
+    }
+    let keys = parse_signing_keys(&entry, alg)
+        .map_err(|m| anyhow::anyhow!("{}: {m}", dir.join(name).display()))?;
+    if created {
+        log::warn!(
+            "generated a development {} signing key in {} (set AUTHVAULT_SIGNING_KEYS in production)",
+            alg.as_str(),
+            dir.display()
+        );
+    }
+    Ok(keys)
+}
+
 /// The JWT secret and encryption keys kept in `dir`.
 pub fn load_or_create(dir: &Path) -> anyhow::Result<(SecretString, Vec<EncryptionKey>)> {
     let (jwt, created_jwt) = read_or_create(dir, JWT_FILE, || {
@@ -84,6 +117,28 @@ mod tests {
     use secrecy::ExposeSecret;
 
     use super::*;
+
+    #[test]
+    fn a_signing_key_is_created_once_per_algorithm_and_then_reused() {
+        let dir = tempfile::tempdir().unwrap();
+        for alg in [JwtAlg::EdDsa, JwtAlg::Es256] {
+            let first = signing_keys(dir.path(), alg).unwrap();
+            let again = signing_keys(dir.path(), alg).unwrap();
+            assert_eq!(first.len(), 1);
+            assert_eq!(first[0].alg(), alg);
+            assert_eq!(first[0].public_jwk(), again[0].public_jwk());
+        }
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            let mode = fs::metadata(dir.path().join("signing-keys-es256"))
+                .unwrap()
+                .permissions()
+                .mode();
+            assert_eq!(mode & 0o777, 0o600);
+        }
+        assert!(signing_keys(dir.path(), JwtAlg::Hs256).unwrap().is_empty());
+    }
 
     #[test]
     fn secrets_are_created_once_and_then_reused() {

@@ -17,6 +17,7 @@ pub mod openapi;
 pub mod random;
 pub mod routes;
 pub mod sessions;
+pub mod signing;
 pub mod startup;
 pub mod state;
 pub mod store;

@@ -29,6 +29,16 @@ async fn main() -> ExitCode {
             Ok(settings) => serve(settings).await,
             Err(code) => code,
         },
+        Command::SigningKey { alg, kid } => match cli::signing_key(&alg, kid.as_deref()) {
+            Ok(entry) => {
+                println!("{}", entry.as_str());
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("error: {e}");
+                ExitCode::FAILURE
+            }
+        },
         Command::RotateKeys => match setup() {
             Ok(settings) => rotate_keys(settings).await,
             Err(code) => code,

@@ -12,6 +12,7 @@ use anyhow::Context;
 use crate::{
     config::{DatabaseUrl, Secrets, Settings},
     dev_secrets, middleware, routes,
+    signing::JwtAlg,
     state::AppState,
     store::{MongoStore, SqliteStore, Store},
 };
@@ -40,9 +41,21 @@ pub fn resolve_secrets(settings: &Settings) -> anyhow::Result<Secrets> {
             )
         }
     };
+    let signing_keys = match (&configured.signing_keys, configured.jwt_alg) {
+        (Some(keys), _) => keys.clone(),
+        (None, JwtAlg::Hs256) => Vec::new(),
+        (None, alg) => {
+            let dir = settings
+                .data_dir()
+                .context("AUTHVAULT_SIGNING_KEYS is required with this database")?;
+            dev_secrets::signing_keys(dir, alg)?
+        }
+    };
     Ok(Secrets {
         jwt_secret,
         encryption_keys,
+        jwt_alg: configured.jwt_alg,
+        signing_keys,
     })
 }
 

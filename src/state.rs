@@ -12,6 +12,7 @@ use crate::{
     },
     config::{Secrets, Settings},
     openapi,
+    signing::{JwtAlg, SigningKey},
     store::Store,
     upstream::{github::GithubClient, google::GoogleClient, together::TogetherClient},
     vault::KeyRing,
@@ -39,6 +40,8 @@ pub struct AppState {
     pub together: TogetherClient,
     /// The OpenAPI document, rendered once.
     pub openapi: web::Bytes,
+    /// `GET /.well-known/jwks.json`: the public signing keys (none with HS256).
+    pub jwks: web::Bytes,
     /// Each documented path pattern's methods, for `Allow` on 405 answers.
     pub allowed_methods: std::collections::HashMap<String, String>,
 }
@@ -101,6 +104,14 @@ impl AppState {
             )
         });
         let mailer = crate::mail::Mailer::from_settings(&settings)?;
+        let issuer = settings.server.public_url.as_str().trim_end_matches('/');
+        let access_ttl = settings.sessions.access_ttl;
+        let jwt = match secrets.jwt_alg {
+            JwtAlg::Hs256 => JwtKeys::new(&secret, issuer, access_ttl),
+            _ => JwtKeys::asymmetric(&secrets.signing_keys, issuer, access_ttl)
+                .context("AUTHVAULT_SIGNING_KEYS")?,
+        };
+        let jwks = web::Bytes::from(jwks_document(&secrets.signing_keys));
         Ok(Self {
             mailer,
             github,
@@ -108,19 +119,22 @@ impl AppState {
             oauth_flow: FlowKey::derive(&secret),
             together,
             vault,
-            jwt: JwtKeys::new(
-                &secret,
-                settings.server.public_url.as_str().trim_end_matches('/'),
-                settings.sessions.access_ttl,
-            ),
+            jwt,
             csrf: CsrfKey::derive(&secret),
             cookies: CookieConfig::from_settings(&settings),
             limiter: RateLimiter::new(store.clone(), settings.limits.clone()),
             hasher,
             store,
             openapi: web::Bytes::from(openapi::document_json()),
+            jwks,
             allowed_methods: openapi::allowed_methods(),
             settings: Arc::new(settings),
         })
     }
+}
+
+/// The JWKS of the signing keys: public members only (`signing::PublicJwk` has no others).
+fn jwks_document(keys: &[SigningKey]) -> String {
+    let keys: Vec<_> = keys.iter().map(SigningKey::public_jwk).collect();
+    serde_json::json!({ "keys": keys }).to_string()
 }

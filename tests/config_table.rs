@@ -108,15 +108,29 @@ fn the_contract_lists_the_same_variables() {
         documented.len() > 20,
         "the table was not found: {documented:?}"
     );
+    // The second stage names its variables in its sections' text, in backquotes.
+    let named: BTreeSet<String> = contract
+        .split('`')
+        .skip(1)
+        .step_by(2)
+        .filter(|word| {
+            word.starts_with("AUTHVAULT_")
+                && word
+                    .chars()
+                    .all(|c| c.is_ascii_uppercase() || c.is_ascii_digit() || c == '_')
+        })
+        .map(str::to_owned)
+        .collect();
+    let in_contract: BTreeSet<String> = documented.union(&named).cloned().collect();
     let read = table();
     assert_eq!(
-        read.difference(&documented).collect::<Vec<_>>(),
+        read.difference(&in_contract).collect::<Vec<_>>(),
         Vec::<&String>::new(),
-        "read by authvault but not in the contract's table"
+        "read by authvault but named nowhere in the contract"
     );
     assert_eq!(
         documented.difference(&read).collect::<Vec<_>>(),
         Vec::<&String>::new(),
-        "in the contract's table but not read by authvault"
+        "in the contract's Configuration table but not read by authvault"
     );
 }

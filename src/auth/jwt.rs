@@ -1,4 +1,6 @@
-//! Access tokens: HS256 JWTs with issuer and audience, verified with no other algorithm.
+//! Access tokens: JWTs with issuer and audience, signed with the one configured algorithm
+//! (HS256 with the server secret, or EdDSA / ES256 with the first signing key, named by `kid`)
+//! and verified with no other.
 
 use std::time::Duration;
 
@@ -16,6 +18,7 @@ use uuid::Uuid;
 use crate::{
     domain::{User, UserId},
     error::ApiError,
+    signing::{JwtAlg, PublicKey, SigningKey},
     store::SessionRecord,
 };
 
@@ -77,6 +80,8 @@ struct AccessHeader<'a> {
     #[serde(borrow)]
     alg: Cow<'a, str>,
     crit: Option<serde::de::IgnoredAny>,
+    #[serde(borrow)]
+    kid: Option<Cow<'a, str>>,
 }
 
 /// The largest token payload the session check decodes (ours are well under 1 KiB).
@@ -91,43 +96,123 @@ pub struct IssuedToken {
     pub expires_in: u64,
 }
 
-/// Signs and verifies access tokens with the server secret.
+/// Signs and verifies access tokens.
 pub struct JwtKeys {
+    alg: Algorithm,
+    /// The key tokens are signed with: the HS256 secret, or the first signing key.
     encoding: EncodingKey,
-    decoding: DecodingKey,
+    /// The header tokens are signed with (with the signing key's `kid` for EdDSA and ES256).
+    signing_header: Header,
     validation: Validation,
-    /// HMAC-SHA256 with the key already absorbed: each check clones it.
-    mac: Hmac<Sha256>,
-    /// The encoded header this service signs with, so the check can skip decoding it.
-    header: String,
+    verifier: Verifier,
     issuer: String,
     ttl: Duration,
 }
 
+/// How signatures are checked.
+// Built once per process; boxing the HS256 keys would add a pointer chase to every check.
+#[allow(clippy::large_enum_variant)]
+enum Verifier {
+    Hs256 {
+        decoding: DecodingKey,
+        /// HMAC-SHA256 with the key already absorbed: each check clones it.
+        mac: Hmac<Sha256>,
+        /// The encoded header this service signs with, so the check can skip decoding it.
+        header: String,
+    },
+    /// Every configured key verifies; the first signs.
+    Asymmetric(Vec<PublicKeyEntry>),
+}
+
+/// One configured public key.
+struct PublicKeyEntry {
+    kid: String,
+    /// The encoded header tokens signed with this key carry.
+    header: String,
+    key: PublicKey,
+    decoding: DecodingKey,
+}
+
+fn encoded_header(header: &Header) -> String {
+    serde_json::to_vec(header)
+        .map(|json| URL_SAFE_NO_PAD.encode(json))
+        .unwrap_or_default()
+}
+
+fn validation(alg: Algorithm, issuer: &str) -> Validation {
+    let mut validation = Validation::new(alg);
+    validation.algorithms = vec![alg];
+    validation.set_issuer(&[issuer]);
+    validation.set_audience(&[AUDIENCE]);
+    validation.set_required_spec_claims(&["exp", "iat", "iss", "aud", "sub"]);
+    validation.leeway = LEEWAY.unsigned_abs();
+    validation
+}
+
 impl JwtKeys {
-    /// `secret` is used as its UTF-8 bytes; `issuer` is the public URL.
+    /// HS256 keys: `secret` is used as its UTF-8 bytes; `issuer` is the public URL.
     pub fn new(secret: &SecretString, issuer: &str, ttl: Duration) -> Self {
         let bytes = secret.expose_secret().as_bytes();
-        let mut validation = Validation::new(Algorithm::HS256);
-        validation.algorithms = vec![Algorithm::HS256];
-        validation.set_issuer(&[issuer]);
-        validation.set_audience(&[AUDIENCE]);
-        validation.set_required_spec_claims(&["exp", "iat", "iss", "aud", "sub"]);
-        validation.leeway = LEEWAY.unsigned_abs();
         #[allow(clippy::expect_used)]
         let mac = Hmac::<Sha256>::new_from_slice(bytes).expect("HMAC takes keys of any length");
-        let header = serde_json::to_vec(&Header::new(Algorithm::HS256))
-            .map(|json| URL_SAFE_NO_PAD.encode(json))
-            .unwrap_or_default();
+        let signing_header = Header::new(Algorithm::HS256);
         Self {
+            alg: Algorithm::HS256,
             encoding: EncodingKey::from_secret(bytes),
-            decoding: DecodingKey::from_secret(bytes),
-            validation,
-            mac,
-            header,
+            verifier: Verifier::Hs256 {
+                decoding: DecodingKey::from_secret(bytes),
+                mac,
+                header: encoded_header(&signing_header),
+            },
+            signing_header,
+            validation: validation(Algorithm::HS256, issuer),
             issuer: issuer.to_owned(),
             ttl,
         }
+    }
+
+    /// EdDSA or ES256 keys: the first signs, every one verifies. All are of one type (the
+    /// configuration checked that).
+    pub fn asymmetric(keys: &[SigningKey], issuer: &str, ttl: Duration) -> anyhow::Result<Self> {
+        let first = keys
+            .first()
+            .ok_or_else(|| anyhow::anyhow!("at least one signing key is required"))?;
+        let (alg, encoding) = match first.alg() {
+            JwtAlg::EdDsa => (Algorithm::EdDSA, EncodingKey::from_ed_der(first.der())),
+            JwtAlg::Es256 => (Algorithm::ES256, EncodingKey::from_ec_der(first.der())),
+            JwtAlg::Hs256 => anyhow::bail!("HS256 takes no signing keys"),
+        };
+        let header_for = |kid: &str| {
+            let mut header = Header::new(alg);
+            header.kid = Some(kid.to_owned());
+            header
+        };
+        let mut entries = Vec::with_capacity(keys.len());
+        for key in keys {
+            if key.alg() != first.alg() {
+                anyhow::bail!("signing key {} is not of the first key's type", key.kid);
+            }
+            let jwk = key.public_jwk();
+            let decoding = match &jwk.y {
+                Some(y) => DecodingKey::from_ec_components(&jwk.x, y),
+                None => DecodingKey::from_ed_components(&jwk.x),
+            }?;
+            entries.push(PublicKeyEntry {
+                kid: key.kid.clone(),
+                header: encoded_header(&header_for(&key.kid)),
+                key: key.public_key(),
+                decoding,
+            });
+        }
+        Ok(Self {
+            alg,
+            encoding,
+            signing_header: header_for(&first.kid),
+            validation: validation(alg, issuer),
+            verifier: Verifier::Asymmetric(entries),
+            issuer: issuer.to_owned(),
+            ttl,
+        })
     }
 
     pub fn ttl(&self) -> Duration {
@@ -157,8 +242,8 @@ impl JwtKeys {
             sid: session.id,
             auth_time: session.auth_time.unix_timestamp(),
         };
-        let token = encode(&Header::new(Algorithm::HS256), &claims, &self.encoding)
-            .map_err(ApiError::internal)?;
+        let token =
+            encode(&self.signing_header, &claims, &self.encoding).map_err(ApiError::internal)?;
         Ok(IssuedToken {
             token,
             expires_at,
@@ -180,16 +265,35 @@ impl JwtKeys {
         let (signed, signature) = (&token[..dot], &token[dot + 1..]);
         let first = signed.iter().position(|&b| b == b'.')?;
         let (header, payload) = (&signed[..first], &signed[first + 1..]);
-        if header != self.header.as_bytes() && !header_is_hs256(header) {
-            return None;
+        match &self.verifier {
+            Verifier::Hs256 {
+                mac, header: ours, ..
+            } => {
+                if header != ours.as_bytes() && !header_names(header, "HS256") {
+                    return None;
+                }
+                let mut tag = [0u8; 32];
+                if URL_SAFE_NO_PAD.decode_slice(signature, &mut tag).ok()? != tag.len() {
+                    return None;
+                }
+                let mut mac = mac.clone();
+                mac.update(signed);
+                mac.verify_slice(&tag).ok()?;
+            }
+            Verifier::Asymmetric(keys) => {
+                let entry = match keys.iter().find(|k| k.header.as_bytes() == header) {
+                    Some(entry) => entry,
+                    None => self.entry_for_header(keys, header)?,
+                };
+                // Both curves' JWS signatures are 64 bytes.
+                let mut sig = [0u8; 64];
+                if URL_SAFE_NO_PAD.decode_slice(signature, &mut sig).ok()? != sig.len()
+                    || !entry.key.verifies(signed, &sig)
+                {
+                    return None;
+                }
+            }
         }
-        let mut tag = [0u8; 32];
-        if URL_SAFE_NO_PAD.decode_slice(signature, &mut tag).ok()? != tag.len() {
-            return None;
-        }
-        let mut mac = self.mac.clone();
-        mac.update(signed);
-        mac.verify_slice(&tag).ok()?;
 
         if payload.len() > MAX_PAYLOAD / 3 * 4 {
             return None;
@@ -217,29 +321,71 @@ impl JwtKeys {
         Some(AccessClaims { sub, sid, exp })
     }
 
-    /// Verifies signature, algorithm, issuer, audience and expiry.
+    /// The key a header that is not byte-for-byte one of ours names: it must name our
+    /// algorithm and a configured `kid`.
+    fn entry_for_header<'k>(
+        &self,
+        keys: &'k [PublicKeyEntry],
+        header: &[u8],
+    ) -> Option<&'k PublicKeyEntry> {
+        let mut buf = [0u8; 256];
+        let json = decoded_header(header, &mut buf)?;
+        let parsed: AccessHeader<'_> = serde_json::from_slice(json).ok()?;
+        let kid = parsed.kid.as_deref()?;
+        if !header_names(header, algorithm_name(self.alg)) {
+            return None;
+        }
+        keys.iter().find(|k| k.kid == kid)
+    }
+
+    /// Verifies signature, algorithm, issuer, audience and expiry with the library.
     pub fn verify(&self, token: &str) -> Result<Claims, ApiError> {
-        decode::<Claims>(token, &self.decoding, &self.validation)
+        let decoding = match &self.verifier {
+            Verifier::Hs256 { decoding, .. } => decoding,
+            Verifier::Asymmetric(keys) => {
+                let header =
+                    jsonwebtoken::decode_header(token).map_err(|_| ApiError::Unauthenticated)?;
+                let kid = header.kid.ok_or(ApiError::Unauthenticated)?;
+                &keys
+                    .iter()
+                    .find(|k| k.kid == kid)
+                    .ok_or(ApiError::Unauthenticated)?
+                    .decoding
+            }
+        };
+        decode::<Claims>(token, decoding, &self.validation)
             .map(|data| data.claims)
             .map_err(|_| ApiError::Unauthenticated)
     }
 }
 
-/// Whether an encoded header is a JSON object that names HS256 and nothing we would have to
+fn algorithm_name(alg: Algorithm) -> &'static str {
+    match alg {
+        Algorithm::EdDSA => "EdDSA",
+        Algorithm::ES256 => "ES256",
+        _ => "HS256",
+    }
+}
+
+fn decoded_header<'b>(encoded: &[u8], buf: &'b mut [u8; 256]) -> Option<&'b [u8]> {
+    if encoded.len() > buf.len() / 3 * 4 {
+        return None;
+    }
+    let n = URL_SAFE_NO_PAD.decode_slice(encoded, buf).ok()?;
+    Some(&buf[..n])
+}
+
+/// Whether an encoded header is a JSON object that names `alg` and nothing we would have to
 /// understand (`crit`), and that the library's [`Header`] reads (it types `typ`, `kid`, `jwk`
 /// and the rest, and refuses duplicates). Only headers that are not byte-for-byte ours get here.
-fn header_is_hs256(encoded: &[u8]) -> bool {
+fn header_names(encoded: &[u8], alg: &str) -> bool {
     let mut buf = [0u8; 256];
-    if encoded.len() > buf.len() / 3 * 4 {
-        return false;
-    }
-    let Ok(n) = URL_SAFE_NO_PAD.decode_slice(encoded, &mut buf) else {
+    let Some(json) = decoded_header(encoded, &mut buf) else {
         return false;
     };
-    let json = &buf[..n];
     is_object(json)
         && serde_json::from_slice::<AccessHeader<'_>>(json)
-            .is_ok_and(|h| h.alg == "HS256" && h.crit.is_none())
+            .is_ok_and(|h| h.alg == alg && h.crit.is_none())
         && serde_json::from_slice::<Header>(json).is_ok()
 }
 

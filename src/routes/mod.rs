@@ -14,6 +14,7 @@ pub mod email;
 pub mod generate;
 pub mod health;
 pub mod json;
+pub mod jwks;
 pub mod oauth;
 pub mod problems;
 pub mod sessions;
@@ -44,6 +45,7 @@ operations![
     auth::signout,
     auth::csrf,
     auth::providers,
+    jwks::jwks,
     user::get_user,
     user::update_user,
     user::delete_user,

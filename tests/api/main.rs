@@ -10,6 +10,7 @@ mod docs;
 mod email;
 mod generate;
 mod hardening;
+mod jwks;
 mod oauth;
 mod oidc_peer;
 mod resilience;
