@@ -9,7 +9,7 @@ use secrecy::ExposeSecret;
 use crate::{
     auth::{jwt::IssuedToken, ClientIp},
     clock,
-    domain::{User, UserId},
+    domain::{Amr, User, UserId},
     error::ApiError,
     mail::notices::notify,
     state::AppState,
@@ -38,14 +38,16 @@ pub struct Origin {
     pub user_agent: Option<String>,
 }
 
-/// Creates a session record for `user` (who proved who they are at `auth_time`), lasting as long
-/// as its refresh token, and signs its first access token. Every sign-in path starts its session
-/// here: the record is stored only at the credential version the sign-in checked.
+/// Creates a session record for `user` (who proved who they are at `auth_time`, by `amr`),
+/// lasting as long as its refresh token, and signs its first access token. Every sign-in path
+/// starts its session here: the record is stored only at the credential version the sign-in
+/// checked.
 pub async fn start(
     state: &AppState,
     origin: &Origin,
     user: &User,
     auth_time: OffsetDateTime,
+    amr: Amr,
 ) -> Result<Started, ApiError> {
     let now = clock::now();
     let user_agent = origin.user_agent.clone();
@@ -58,6 +60,7 @@ pub async fn start(
         last_used_at: now,
         expires_at: refresh_expires_at,
         auth_time,
+        amr,
         user_agent,
         ip: Some(ip.0.to_string()),
     };

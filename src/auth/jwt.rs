@@ -39,6 +39,9 @@ pub struct Claims {
     pub sid: Uuid,
     /// When the user last proved who they are.
     pub auth_time: i64,
+    /// How they proved it (RFC 8176); absent in tokens issued before it existed.
+    #[serde(default)]
+    pub amr: Vec<String>,
 }
 
 /// The claims the session check needs.
@@ -69,9 +72,56 @@ struct AccessPayload<'a> {
     name: Option<Cow<'a, str>>,
     jti: Option<Uuid>,
     auth_time: Option<i64>,
+    /// Absent is fine (tokens from before `amr`), `null` is not: as `Claims` reads it.
+    #[serde(default)]
+    #[allow(dead_code)]
+    amr: StrList,
     /// Never issued. The library skips its value, yet refuses some values (a non-empty array or
     /// object): any `nbf` is refused rather than that reproduced.
     nbf: Option<serde::de::IgnoredAny>,
+}
+
+/// A JSON array of strings, read without keeping it (what `Claims::amr` accepts).
+#[derive(Default)]
+struct StrList;
+
+impl<'de> Deserialize<'de> for StrList {
+    fn deserialize<D: serde::Deserializer<'de>>(de: D) -> Result<Self, D::Error> {
+        struct Visit;
+        impl<'de> serde::de::Visitor<'de> for Visit {
+            type Value = StrList;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("an array of strings")
+            }
+            fn visit_seq<A: serde::de::SeqAccess<'de>>(
+                self,
+                mut seq: A,
+            ) -> Result<StrList, A::Error> {
+                while seq.next_element::<Str>()?.is_some() {}
+                Ok(StrList)
+            }
+        }
+        de.deserialize_seq(Visit)
+    }
+}
+
+/// A JSON string, read without keeping it.
+struct Str;
+
+impl<'de> Deserialize<'de> for Str {
+    fn deserialize<D: serde::Deserializer<'de>>(de: D) -> Result<Self, D::Error> {
+        struct Visit;
+        impl serde::de::Visitor<'_> for Visit {
+            type Value = Str;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("a string")
+            }
+            fn visit_str<E: serde::de::Error>(self, _: &str) -> Result<Str, E> {
+                Ok(Str)
+            }
+        }
+        de.deserialize_str(Visit)
+    }
 }
 
 /// The header of an `alg`-checked token that is not byte-for-byte ours.
@@ -241,6 +291,7 @@ impl JwtKeys {
             jti: Uuid::new_v4(),
             sid: session.id,
             auth_time: session.auth_time.unix_timestamp(),
+            amr: session.amr.names().into_iter().map(str::to_owned).collect(),
         };
         let token =
             encode(&self.signing_header, &claims, &self.encoding).map_err(ApiError::internal)?;
@@ -399,7 +450,7 @@ mod tests {
     use base64::{engine::general_purpose::URL_SAFE_NO_PAD, Engine};
 
     use super::*;
-    use crate::domain::{Email, UserName};
+    use crate::domain::{Amr, AuthMethod, Email, UserName};
 
     const SECRET: &str = "0123456789abcdef0123456789abcdef-test";
 
@@ -436,6 +487,7 @@ mod tests {
             last_used_at: now,
             expires_at: now + Duration::from_secs(7200),
             auth_time: now,
+            amr: Amr::one(AuthMethod::Pwd),
             user_agent: None,
             ip: None,
         }
@@ -1642,6 +1694,88 @@ mod tests {
                 }
             }
         }
+    }
+
+    /// One EdDSA and one ES256 key set (two keys each, the first signing), made once.
+    static ASYMMETRIC: std::sync::LazyLock<Vec<JwtKeys>> = std::sync::LazyLock::new(|| {
+        [JwtAlg::EdDsa, JwtAlg::Es256]
+            .into_iter()
+            .map(|alg| {
+                let keys = [
+                    SigningKey::generate("k1", alg).unwrap(),
+                    SigningKey::generate("k2", alg).unwrap(),
+                ];
+                JwtKeys::asymmetric(&keys, ISSUER, Duration::from_secs(3600)).unwrap()
+            })
+            .collect()
+    });
+
+    proptest! {
+        #![proptest_config(ProptestConfig {
+            cases: 1_000,
+            failure_persistence: None,
+            ..ProptestConfig::default()
+        })]
+
+        /// EdDSA and ES256: issued tokens, then with a character of the token or a bit of the
+        /// signature changed; the fast path answers each as the library does.
+        #[test]
+        fn asymmetric_tokens_and_their_mutations_get_the_same_answer(
+            which in 0usize..2,
+            mutation in ascii_flip(0),
+            sig_bit in (any::<usize>(), 0u8..7),
+        ) {
+            let keys = &ASYMMETRIC[which];
+            let user = user();
+            let session = session(&user);
+            let now = jsonwebtoken::get_current_timestamp() as i64;
+            let token = keys.issue(&user, &session, crate::clock::now()).unwrap().token;
+            prop_assert_eq!(agree(keys, &token, now), Ok(Outcome::BothAccept));
+
+            let mut mutated = token.clone().into_bytes();
+            apply(mutation, &mut mutated);
+            let mut flipped = token.into_bytes();
+            // The signature is 64 bytes: 86 base64url characters.
+            let at = flipped.len() - 1 - sig_bit.0 % 86;
+            flipped[at] ^= 1 << sig_bit.1;
+            for token in [mutated, flipped] {
+                let token = String::from_utf8(token).unwrap();
+                if let Err(e) = agree(keys, &token, now) {
+                    prop_assert!(false, "{e}:\n  {}", describe(&token));
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn an_asymmetric_check_takes_only_its_own_algorithm_and_listed_kids() {
+        let user = user();
+        let session = session(&user);
+        let now = crate::clock::now();
+        let ed = &ASYMMETRIC[0];
+        let es = &ASYMMETRIC[1];
+        let ed_token = ed.issue(&user, &session, now).unwrap().token;
+        let es_token = es.issue(&user, &session, now).unwrap().token;
+        let t = now.unix_timestamp();
+        assert!(ed.check_access(ed_token.as_bytes(), t).is_some());
+        // The other algorithm's token, though its kid (k1) is listed here too.
+        assert!(ed.check_access(es_token.as_bytes(), t).is_none());
+        assert!(es.check_access(ed_token.as_bytes(), t).is_none());
+        assert!(ed.verify(&es_token).is_err());
+        // An HS256 token keyed with the server secret.
+        let hs = keys().issue(&user, &session, now).unwrap().token;
+        assert!(ed.check_access(hs.as_bytes(), t).is_none() && ed.verify(&hs).is_err());
+        // The second key verifies; a header naming it with other spacing goes the slow way.
+        let only_k2 = {
+            let k2 = SigningKey::generate("k2", JwtAlg::EdDsa).unwrap();
+            JwtKeys::asymmetric(&[k2], ISSUER, Duration::from_secs(3600)).unwrap()
+        };
+        let token = only_k2.issue(&user, &session, now).unwrap().token;
+        assert!(only_k2.check_access(token.as_bytes(), t).is_some());
+        assert!(
+            ed.check_access(token.as_bytes(), t).is_none(),
+            "a foreign key named k2"
+        );
     }
 
     /// The disagreements the property test found, fixed in the fast path: each token is signed

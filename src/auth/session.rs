@@ -10,7 +10,7 @@ use uuid::Uuid;
 use super::{csrf, jwt::AccessClaims};
 use crate::{
     clock,
-    domain::{User, UserId},
+    domain::{Amr, User, UserId},
     error::ApiError,
     state::AppState,
     store::SessionRecord,
@@ -30,6 +30,8 @@ pub struct CurrentUser {
     pub session_id: Uuid,
     pub expires_at: OffsetDateTime,
     pub auth_time: OffsetDateTime,
+    /// How the user proved who they are for this session.
+    pub amr: Amr,
     pub via: Via,
 }
 
@@ -107,6 +109,7 @@ impl CurrentUser {
             expires_at: OffsetDateTime::from_unix_timestamp(claims.exp)
                 .unwrap_or(session.expires_at),
             auth_time: session.auth_time,
+            amr: session.amr,
             via,
         }
     }

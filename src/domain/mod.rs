@@ -1,4 +1,5 @@
 //! Validated domain types: each can only be built from input that satisfies the contract.
+mod amr;
 mod api_key;
 mod email;
 mod field_error;
@@ -6,6 +7,7 @@ mod password;
 mod user;
 mod user_name;
 
+pub use amr::{Amr, AuthMethod};
 pub use api_key::{ApiKeyValue, KeyProvider, SealedKey};
 pub use email::Email;
 pub use field_error::{FieldError, FieldErrors};

@@ -9,7 +9,7 @@ use super::UserBody;
 use crate::{
     auth::ClientIp,
     clock::{self, rfc3339},
-    domain::User,
+    domain::{Amr, AuthMethod, User},
     error::ApiError,
     sessions::{self, Origin, Started},
     state::AppState,
@@ -129,7 +129,7 @@ pub fn session_answer(
     res.json(auth_response(user, started, client))
 }
 
-/// Signs `user` in now.
+/// Signs `user` in now, with a password.
 pub async fn start_session(
     state: &AppState,
     req: &HttpRequest,
@@ -138,6 +138,7 @@ pub async fn start_session(
     client: ClientKind,
     status: StatusCode,
 ) -> Result<HttpResponse, ApiError> {
-    let started = sessions::start(state, &origin(req, ip), user, clock::now()).await?;
+    let amr = Amr::one(AuthMethod::Pwd);
+    let started = sessions::start(state, &origin(req, ip), user, clock::now(), amr).await?;
     Ok(session_answer(state, user, &started, client, status))
 }

@@ -63,12 +63,16 @@ pub struct SignoutRequest {
 
 /// The current session.
 #[derive(Serialize, ToSchema)]
-#[schema(example = json!({"user": {"id": "2f0c6f5e-8d1c-4b9a-9c57-1b1f0f6a3e21", "name": "Ada Lovelace", "email": "ada@example.com", "image": null, "providers": ["credentials"], "emailVerified": null, "createdAt": "2026-11-25T15:16:03.123Z", "updatedAt": "2026-11-25T15:16:03.123Z"}, "expires": "2026-11-25T16:16:03Z"}))]
+#[schema(example = json!({"user": {"id": "2f0c6f5e-8d1c-4b9a-9c57-1b1f0f6a3e21", "name": "Ada Lovelace", "email": "ada@example.com", "image": null, "providers": ["credentials"], "emailVerified": null, "createdAt": "2026-11-25T15:16:03.123Z", "updatedAt": "2026-11-25T15:16:03.123Z"}, "expires": "2026-11-25T16:16:03Z", "amr": ["pwd"]}))]
 pub struct SessionInfo {
     pub user: UserBody,
     /// When the access token expires.
     #[schema(format = DateTime)]
     pub expires: String,
+    /// How the user signed in (RFC 8176), as the access token's `amr` says: `pwd` (password),
+    /// `fed` (GitHub or Google); later `otp`, `hwk`, `email`, and `mfa` with two factors.
+    /// Empty for a session started before authvault recorded it.
+    pub amr: Vec<&'static str>,
 }
 
 /// A CSRF token to send back in `X-CSRF-Token`.
@@ -190,6 +194,7 @@ pub async fn session(signed_in: SignedIn) -> Result<HttpResponse, ApiError> {
     Ok(HttpResponse::Ok().json(SessionInfo {
         user: UserBody::from(&signed_in.user),
         expires: rfc3339(signed_in.current.expires_at),
+        amr: signed_in.current.amr.names(),
     }))
 }
 

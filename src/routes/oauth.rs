@@ -26,7 +26,7 @@ use crate::{
         ClientIp, CredentialBudget, CurrentUser,
     },
     clock,
-    domain::{AuthProvider, Email},
+    domain::{Amr, AuthMethod, AuthProvider, Email},
     error::ApiError,
     sessions,
     state::AppState,
@@ -375,7 +375,8 @@ async fn callback(
         );
         return Ok(redirect(&with_param(&flow.callback_url, "code", &one_time)?).finish());
     }
-    let started = sessions::start(state, &origin(req, ip), &user, now).await?;
+    let fed = Amr::one(AuthMethod::Fed);
+    let started = sessions::start(state, &origin(req, ip), &user, now, fed).await?;
     log::info!("user {} signed in with {}", user.id, provider.as_str());
     let mut res = redirect(&flow.callback_url);
     for cookie in session_cookies(state, &started) {
@@ -433,7 +434,9 @@ pub async fn exchange_code(
     // The session may start only at the version the callback saw.
     user.credential_version = data.credential_version;
     let auth_time = OffsetDateTime::from_unix_timestamp(data.auth_time).unwrap_or(now);
-    let started = sessions::start(&state, &origin(&req, ip), &user, auth_time).await?;
+    // The code was issued by a provider sign-in.
+    let fed = Amr::one(AuthMethod::Fed);
+    let started = sessions::start(&state, &origin(&req, ip), &user, auth_time, fed).await?;
     log::info!("user {} exchanged a one-time code", user.id);
     Ok(session_answer(
         &state,

@@ -7,7 +7,7 @@ use async_trait::async_trait;
 use time::OffsetDateTime;
 use uuid::Uuid;
 
-use crate::domain::{AuthProvider, Email, KeyProvider, SealedKey, User, UserId, UserName};
+use crate::domain::{Amr, AuthProvider, Email, KeyProvider, SealedKey, User, UserId, UserName};
 
 pub mod mongo;
 pub mod sqlite;
@@ -87,6 +87,8 @@ pub struct SessionRecord {
     pub expires_at: OffsetDateTime,
     /// When the user last proved who they are (password or provider).
     pub auth_time: OffsetDateTime,
+    /// How they proved it; kept across refreshes.
+    pub amr: Amr,
     pub user_agent: Option<String>,
     pub ip: Option<String>,
 }

@@ -26,7 +26,7 @@ use super::{
 };
 use crate::{
     clock::{from_millis, to_millis},
-    domain::{AuthProvider, Email, KeyProvider, SealedKey, User, UserId, UserName},
+    domain::{Amr, AuthProvider, Email, KeyProvider, SealedKey, User, UserId, UserName},
 };
 
 const DEFAULT_DATABASE: &str = "authvault";
@@ -290,6 +290,7 @@ fn session_entry(s: &SessionRecord) -> Document {
         "lastUsedAt": bdt(s.last_used_at),
         "expiresAt": bdt(s.expires_at),
         "authTime": bdt(s.auth_time),
+        "amr": s.amr.to_stored(),
         "userAgent": optional(s.user_agent.as_deref()),
         "ip": optional(s.ip.as_deref()),
     }
@@ -308,6 +309,8 @@ fn session_from_entry(user: UserId, id: Uuid, e: &Document) -> Result<SessionRec
             last_used_at: odt(*e.get_datetime("lastUsedAt")?),
             expires_at: odt(*e.get_datetime("expiresAt")?),
             auth_time: odt(*e.get_datetime("authTime")?),
+            // Absent in entries written before it existed.
+            amr: Amr::from_stored(e.get_str("amr").unwrap_or_default()),
             user_agent: text("userAgent"),
             ip: text("ip"),
         })

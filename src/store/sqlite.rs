@@ -21,7 +21,7 @@ use super::{
 };
 use crate::{
     clock::{from_millis, to_millis},
-    domain::{AuthProvider, Email, KeyProvider, SealedKey, User, UserId, UserName},
+    domain::{Amr, AuthProvider, Email, KeyProvider, SealedKey, User, UserId, UserName},
 };
 
 const MIGRATIONS: &[&str] = &[
@@ -31,6 +31,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("../../migrations/sqlite/0004_email_verified.sql"),
     include_str!("../../migrations/sqlite/0005_refresh_tokens.sql"),
     include_str!("../../migrations/sqlite/0006_credential_version.sql"),
+    include_str!("../../migrations/sqlite/0007_session_amr.sql"),
 ];
 const MAX_CONNECTIONS: usize = 8;
 
@@ -395,6 +396,10 @@ fn session_from_row(row: &Row<'_>) -> rusqlite::Result<SessionRecord> {
         last_used_at: from_millis(row.get(3)?),
         expires_at: from_millis(row.get(4)?),
         auth_time: from_millis(row.get(5)?),
+        // By name: every query selects it last, after whatever else it reads.
+        amr: Amr::from_stored(row.get_ref("amr")?.as_str().map_err(|e| {
+            rusqlite::Error::FromSqlConversionFailure(8, rusqlite::types::Type::Text, e.into())
+        })?),
         user_agent: row.get(6)?,
         ip: row.get(7)?,
     })
@@ -615,8 +620,8 @@ impl SqliteStore {
             // One statement: the row goes in only while the user has the credential version the
             // sign-in checked (writes are serialised, so no change can slip in between).
             let inserted = conn.prepare_cached(
-                "INSERT INTO sessions (id, user_id, created_at, last_used_at, expires_at, auth_time, user_agent, ip, refresh_hash) \
-                 SELECT ?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9 \
+                "INSERT INTO sessions (id, user_id, created_at, last_used_at, expires_at, auth_time, user_agent, ip, refresh_hash, amr) \
+                 SELECT ?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?11 \
                  WHERE ?10 IS NULL OR EXISTS (SELECT 1 FROM users WHERE id = ?2 AND credential_version = ?10)",
             )?
             .execute(params![
@@ -629,7 +634,8 @@ impl SqliteStore {
                 s.user_agent,
                 s.ip,
                 refresh_hash,
-                credential_version.map(|v| v as i64)
+                credential_version.map(|v| v as i64),
+                s.amr.to_stored()
             ])?;
             if inserted != 1 {
                 return Err(rusqlite::Error::SqliteFailure(
@@ -681,7 +687,7 @@ impl SessionStore for SqliteStore {
         self.run(move |conn| {
             conn.prepare_cached(
                 "SELECT id, user_id, created_at, last_used_at, expires_at, auth_time, user_agent, ip, \
-                   refresh_hash, previous_hash, rotated_at, successor_key_id, successor_nonce, successor_ciphertext \
+                   refresh_hash, previous_hash, rotated_at, successor_key_id, successor_nonce, successor_ciphertext, amr \
                  FROM sessions WHERE (refresh_hash = ?1 OR previous_hash = ?1) AND expires_at > ?2",
             )?
             .query_row(params![hash, now], |row| {
@@ -749,7 +755,7 @@ impl SessionStore for SqliteStore {
         let (user, now) = (user.to_string(), to_millis(now));
         self.run(move |conn| {
             conn.prepare_cached(
-                "SELECT id, user_id, created_at, last_used_at, expires_at, auth_time, user_agent, ip \
+                "SELECT id, user_id, created_at, last_used_at, expires_at, auth_time, user_agent, ip, amr \
                  FROM sessions WHERE user_id = ?1 AND expires_at > ?2 ORDER BY created_at DESC, id",
             )?
             .query_map(params![user, now], session_from_row)?
@@ -777,7 +783,7 @@ impl SessionStore for SqliteStore {
         let (id, user, now) = (IdText::new(id), IdText::new(user.as_uuid()), to_millis(now));
         self.read(move |conn| {
             conn.prepare_cached(
-                "SELECT id, user_id, created_at, last_used_at, expires_at, auth_time, user_agent, ip \
+                "SELECT id, user_id, created_at, last_used_at, expires_at, auth_time, user_agent, ip, amr \
                  FROM sessions WHERE id = ?1 AND user_id = ?2 AND expires_at > ?3",
             )?
             .query_row(params![id, user, now], session_from_row)
@@ -799,7 +805,7 @@ impl SessionStore for SqliteStore {
                 "SELECT s.id, s.user_id, s.created_at, s.last_used_at, s.expires_at, s.auth_time, \
                    s.user_agent, s.ip, ",
                 user_columns!("u"),
-                " FROM sessions s JOIN users u ON u.id = s.user_id \
+                ", s.amr FROM sessions s JOIN users u ON u.id = s.user_id \
                  WHERE s.id = ?1 AND s.user_id = ?2 AND s.expires_at > ?3"
             ))?
             .query_row(params![id, user, now], |row| {

@@ -1,5 +1,5 @@
-//! Asymmetric access tokens (EdDSA, ES256), the JWKS, rotation, forged tokens, the access token
-//! lifetime, and a third-party resource server (`tests/resource-server`, jose) that verifies
+//! Access token claims and keys: `amr`, asymmetric tokens (EdDSA, ES256), the JWKS, rotation,
+//! forged tokens, the access token lifetime, and a third-party resource server (`tests/resource-server`, jose) that verifies
 //! tokens from the JWKS URL alone.
 
 use authvault::signing::{JwtAlg, SigningKey};
@@ -18,6 +18,7 @@ backend_tests!(
     forged_tokens_are_refused,
     the_access_token_lifetime_sets_the_token_and_the_cookie,
     a_resource_server_verifies_tokens_from_the_jwks_url_alone,
+    amr_says_how_the_user_signed_in_and_survives_refreshes,
 );
 
 fn key(kid: &str, alg: JwtAlg) -> SigningKey {
@@ -375,4 +376,75 @@ async fn a_resource_server_verifies_tokens_from_the_jwks_url_alone(backend: Back
             .expect_err("jose accepted a forged token");
         assert!(refused.contains("refused"), "{refused}");
     }
+}
+
+async fn amr_says_how_the_user_signed_in_and_survives_refreshes(backend: Backend) {
+    use crate::helpers::providers::{browser_sign_in, FakeProviders, GithubAccount};
+    let fake = FakeProviders::start().await;
+    let vars = fake.vars();
+    let vars: Vec<(&str, &str)> = vars.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+    let app = spawn_app_with(backend, &vars).await;
+
+    // A password: sign-up and sign-in say `pwd`, in the token and in the session answer.
+    let user = app.signed_up_user().await;
+    assert_eq!(parts(&user.token).1["amr"], json!(["pwd"]));
+    let res = app
+        .post_json(
+            "/api/auth/signin",
+            &json!({"email": user.email, "password": user.password, "client": "app"}),
+        )
+        .await;
+    let body: Value = res.json().await.unwrap();
+    let token = body["session"]["accessToken"].as_str().unwrap();
+    assert_eq!(parts(token).1["amr"], json!(["pwd"]));
+    let session: Value = app
+        .get_bearer("/api/auth/session", token)
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(session["amr"], json!(["pwd"]));
+
+    // Kept across two refreshes.
+    let mut refresh = body["session"]["refreshToken"].as_str().unwrap().to_owned();
+    for _ in 0..2 {
+        let res = app
+            .post_json("/api/auth/refresh", &json!({"refreshToken": refresh}))
+            .await;
+        assert_eq!(res.status(), 200);
+        let body: Value = res.json().await.unwrap();
+        let token = body["session"]["accessToken"].as_str().unwrap();
+        assert_eq!(parts(token).1["amr"], json!(["pwd"]));
+        let session: Value = app
+            .get_bearer("/api/auth/session", token)
+            .await
+            .json()
+            .await
+            .unwrap();
+        assert_eq!(session["amr"], json!(["pwd"]));
+        refresh = body["session"]["refreshToken"].as_str().unwrap().to_owned();
+    }
+
+    // A provider: `fed`.
+    fake.next_github(GithubAccount {
+        id: 4242,
+        login: "octo4242".into(),
+        name: Some("Octo".into()),
+        email: "octo-amr@example.com".into(),
+        verified: true,
+    });
+    let res = browser_sign_in(&app, "github").await;
+    assert_eq!(res.status(), 302);
+    let cookie = cookie_pair(set_cookie(res.headers(), "authvault.session").expect("cookie"));
+    let session: Value = app
+        .client
+        .get(app.url("/api/auth/session"))
+        .header("cookie", cookie)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(session["amr"], json!(["fed"]), "{session}");
 }

@@ -223,6 +223,7 @@ async fn expired_unknown_and_signed_out_refresh_tokens_are_401(backend: Backend)
         last_used_at: now - Duration::from_secs(7200),
         expires_at: now - Duration::from_secs(60),
         auth_time: now - Duration::from_secs(7200),
+        amr: authvault::domain::Amr::one(authvault::domain::AuthMethod::Pwd),
         user_agent: None,
         ip: None,
     };

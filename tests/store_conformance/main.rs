@@ -128,6 +128,7 @@ fn session_for(user: UserId, now: OffsetDateTime) -> SessionRecord {
         last_used_at: now + Duration::seconds(5),
         expires_at: now + Duration::days(7),
         auth_time: now - Duration::minutes(1),
+        amr: authvault::domain::Amr::one(authvault::domain::AuthMethod::Pwd),
         user_agent: Some("conformance/1.0".into()),
         ip: Some("192.0.2.7".into()),
     }

@@ -391,6 +391,7 @@ impl TestApp {
             last_used_at: now,
             expires_at: now + Duration::from_secs(3600),
             auth_time,
+            amr: authvault::domain::Amr::one(authvault::domain::AuthMethod::Pwd),
             user_agent: None,
             ip: None,
         };
