@@ -533,3 +533,424 @@ pub(super) struct RateEvent {
     pub t: DateTime,
     pub id: String,
 }
+
+#[cfg(test)]
+mod tests {
+    use mongodb::bson::{doc, Document};
+
+    use super::*;
+    use crate::clock::from_millis;
+
+    const USER: &str = "6f1c2a3e-9b4d-4c1a-8e2f-0a1b2c3d4e5f";
+    const SESSION: &str = "0e8b7c6d-5a4f-4e3d-9c2b-1a0f9e8d7c6b";
+
+    fn at(ms: i64) -> DateTime {
+        DateTime::from_millis(ms)
+    }
+
+    /// Reads a document the way the driver does: from its bytes.
+    fn read<T: DeserializeOwned>(d: &Document) -> T {
+        bson::from_slice(&bson::to_vec(d).expect("document encodes")).expect("document reads")
+    }
+
+    fn write(value: &impl Serialize) -> Document {
+        bson::to_document(value).expect("document writes")
+    }
+
+    /// A session entry as the store sets it at `sessions.<id>`.
+    fn entry_literal() -> Document {
+        doc! {
+            "createdAt": at(1_000),
+            "lastUsedAt": at(2_000),
+            "expiresAt": at(9_000),
+            "authTime": at(1_000),
+            "userAgent": "curl/8",
+            "ip": Bson::Null,
+        }
+    }
+
+    /// A user document as it is written on sign-up, then linked, verified, signed in and given
+    /// a key by the store's updates.
+    fn user_literal() -> Document {
+        doc! {
+            "_id": USER,
+            "email": "ada@example.test",
+            "name": "Ada",
+            "image": Bson::Null,
+            "password": "$2b$12$hash",
+            "providers": ["github", "twitter", "github"],
+            "emailVerified": at(1_500),
+            "credVersion": 3i64,
+            "createdAt": at(1_000),
+            "updatedAt": at(1_500),
+            "sessions": {SESSION: entry_literal(), "not-an-id": entry_literal()},
+            "apiKeys": {"oumi": {
+                "keyId": "k1",
+                "nonce": binary(&[1, 2, 3]),
+                "ciphertext": binary(&[4, 5]),
+                "updatedAt": at(1_200),
+            }},
+        }
+    }
+
+    fn user_from(d: &Document) -> User {
+        User::try_from(read::<UserDoc>(d)).expect("user converts")
+    }
+
+    #[test]
+    fn a_user_document_of_the_hand_built_layout_reads_as_the_same_user() {
+        let user = user_from(&user_literal());
+        assert_eq!(user.id, USER.parse::<UserId>().unwrap());
+        assert_eq!(user.email.as_str(), "ada@example.test");
+        assert_eq!(user.name.as_str(), "Ada");
+        assert_eq!(user.image, None);
+        assert_eq!(user.password_hash.as_deref(), Some("$2b$12$hash"));
+        // Sorted, without duplicates, unknown providers skipped.
+        assert_eq!(user.linked, vec![AuthProvider::Github]);
+        assert_eq!(user.email_verified, Some(from_millis(1_500)));
+        assert_eq!(user.credential_version, 3);
+        assert_eq!(user.created_at, from_millis(1_000));
+        assert_eq!(user.updated_at, from_millis(1_500));
+    }
+
+    #[test]
+    fn a_user_document_from_before_credential_versions_and_proofs_reads_at_version_0() {
+        let mut d = user_literal();
+        d.remove("credVersion");
+        d.remove("emailVerified");
+        d.remove("sessions");
+        d.remove("apiKeys");
+        let user = user_from(&d);
+        assert_eq!(user.credential_version, 0);
+        assert_eq!(user.email_verified, None);
+        assert_eq!(user.linked, vec![AuthProvider::Github]);
+        let parts: UserParts = read(&d);
+        assert_eq!(parts.credential_version(), 0);
+        assert!(parts.sessions.is_empty());
+    }
+
+    #[test]
+    fn optional_fields_of_another_type_read_as_absent_as_they_did() {
+        let mut d = user_literal();
+        d.insert("image", 7i32);
+        d.insert("password", Bson::Null);
+        d.insert("emailVerified", "yesterday");
+        d.insert("credVersion", 2i32);
+        let user = user_from(&d);
+        assert_eq!(user.image, None);
+        assert_eq!(user.password_hash, None);
+        assert_eq!(user.email_verified, None);
+        // A 32-bit version counts; any other number type reads as 0.
+        assert_eq!(user.credential_version, 2);
+        d.insert("credVersion", 2.0f64);
+        assert_eq!(user_from(&d).credential_version, 0);
+    }
+
+    #[test]
+    fn a_user_document_with_a_bad_field_does_not_read() {
+        for (field, value) in [
+            ("_id", Bson::String("nope".into())),
+            ("email", Bson::String("no-at-sign".into())),
+            ("name", Bson::String("  ".into())),
+        ] {
+            let mut d = user_literal();
+            d.insert(field, value);
+            assert!(User::try_from(read::<UserDoc>(&d)).is_err(), "{field}");
+        }
+        let mut d = user_literal();
+        d.remove("createdAt");
+        let missing: Result<UserDoc, _> = bson::from_slice(&bson::to_vec(&d).unwrap());
+        assert!(missing.is_err());
+    }
+
+    #[test]
+    fn the_parts_of_a_user_document_hold_its_sessions_and_keys() {
+        let parts: UserParts = read(&user_literal());
+        let user = USER.parse().unwrap();
+        let id: Uuid = SESSION.parse().unwrap();
+        assert_eq!(parts.credential_version(), 3);
+        assert!(parts.email_verified.is_some());
+        assert_eq!(parts.password.as_deref(), Some("$2b$12$hash"));
+        assert_eq!(
+            parts.providers().collect::<Vec<_>>(),
+            [AuthProvider::Github; 2]
+        );
+        // The key that is no id is skipped.
+        assert_eq!(
+            parts.sessions.iter().map(|(id, _)| id).collect::<Vec<_>>(),
+            [id]
+        );
+        let expected = SessionRecord {
+            id,
+            user_id: user,
+            created_at: from_millis(1_000),
+            last_used_at: from_millis(2_000),
+            expires_at: from_millis(9_000),
+            auth_time: from_millis(1_000),
+            user_agent: Some("curl/8".into()),
+            ip: None,
+        };
+        assert_eq!(
+            parts.sessions.live(user, id, from_millis(8_999)),
+            Some(expected)
+        );
+        assert_eq!(parts.sessions.live(user, id, from_millis(9_000)), None);
+        assert_eq!(
+            parts.sessions.live(user, Uuid::new_v4(), from_millis(0)),
+            None
+        );
+        assert_eq!(
+            parts.sessions.ended_at(from_millis(8_999)),
+            Vec::<Uuid>::new()
+        );
+        assert_eq!(parts.sessions.ended_at(from_millis(9_000)), [id]);
+
+        let keys: UserKeys = read(&user_literal());
+        assert_eq!(keys.id, USER);
+        assert_eq!(keys.api_keys.len(), 1);
+        assert_eq!(
+            keys.api_keys.stored().unwrap(),
+            [StoredKey {
+                provider: KeyProvider::Oumi,
+                sealed: SealedKey {
+                    key_id: "k1".into(),
+                    nonce: vec![1, 2, 3],
+                    ciphertext: vec![4, 5],
+                },
+                updated_at: from_millis(1_200),
+            }]
+        );
+        let mut d = user_literal();
+        d.insert(
+            "apiKeys",
+            doc! {"oumi": {
+                "keyId": "k1",
+                "nonce": Binary {subtype: BinarySubtype::Uuid, bytes: vec![1]},
+                "ciphertext": binary(&[4, 5]),
+                "updatedAt": at(1_200),
+            }},
+        );
+        assert!(read::<UserKeys>(&d).api_keys.stored().is_err());
+    }
+
+    fn new_user() -> NewUser {
+        NewUser {
+            id: USER.parse().unwrap(),
+            name: UserName::parse("Ada").unwrap(),
+            email: Email::parse("ada@example.test").unwrap(),
+            image: Some("https://img.test/a.png".into()),
+            password_hash: None,
+            created_at: from_millis(1_000),
+        }
+    }
+
+    fn assert_same_user(a: &User, b: &User) {
+        assert_eq!(a.id, b.id);
+        assert_eq!(a.name, b.name);
+        assert_eq!(a.email.as_str(), b.email.as_str());
+        assert_eq!(a.image, b.image);
+        assert_eq!(a.password_hash, b.password_hash);
+        assert_eq!(a.linked, b.linked);
+        assert_eq!(a.email_verified, b.email_verified);
+        assert_eq!(a.credential_version, b.credential_version);
+        assert_eq!(a.created_at, b.created_at);
+        assert_eq!(a.updated_at, b.updated_at);
+    }
+
+    #[test]
+    fn documents_are_written_in_the_hand_built_layout() {
+        let signed_up = doc! {
+            "_id": USER,
+            "email": "ada@example.test",
+            "name": "Ada",
+            "image": "https://img.test/a.png",
+            "password": Bson::Null,
+            "providers": ["google"],
+            "emailVerified": Bson::Null,
+            "credVersion": 0i64,
+            "createdAt": at(1_000),
+            "updatedAt": at(1_000),
+        };
+        let written = write(&UserDoc::new(&new_user(), Some(AuthProvider::Google)));
+        assert_eq!(written, signed_up);
+        assert_eq!(
+            written.keys().collect::<Vec<_>>(),
+            signed_up.keys().collect::<Vec<_>>()
+        );
+        let created = new_user().into_created(Some(AuthProvider::Google));
+        assert_same_user(&user_from(&signed_up), &created);
+        let mut old = signed_up.clone();
+        old.remove("credVersion");
+        assert_same_user(&user_from(&old), &created);
+
+        let session = SessionRecord {
+            id: SESSION.parse().unwrap(),
+            user_id: USER.parse().unwrap(),
+            created_at: from_millis(1_000),
+            last_used_at: from_millis(2_000),
+            expires_at: from_millis(9_000),
+            auth_time: from_millis(1_000),
+            user_agent: Some("curl/8".into()),
+            ip: None,
+        };
+        assert_eq!(write(&SessionEntry::new(&session)), entry_literal());
+        let mut record = entry_literal();
+        record.insert("_id", SESSION);
+        record.insert("userId", USER);
+        record.insert("refreshHash", "h1");
+        assert_eq!(write(&SessionDoc::new(&session, Some("h1"))), record);
+        record.insert("refreshHash", Bson::Null);
+        assert_eq!(write(&SessionDoc::new(&session, None)), record);
+
+        let sealed = SealedKey {
+            key_id: "k1".into(),
+            nonce: vec![1, 2, 3],
+            ciphertext: vec![4, 5],
+        };
+        let seal = doc! {"keyId": "k1", "nonce": binary(&[1, 2, 3]), "ciphertext": binary(&[4, 5])};
+        assert_eq!(write(&SealedDoc::new(&sealed)), seal);
+        let mut key = seal.clone();
+        key.insert("updatedAt", at(1_200));
+        assert_eq!(write(&KeyEntry::new(&sealed, from_millis(1_200))), key);
+
+        assert_eq!(
+            write(&AccountDoc::new(
+                USER,
+                AuthProvider::Github,
+                "42",
+                from_millis(1_000)
+            )),
+            doc! {
+                "provider": "github",
+                "providerAccountId": "42",
+                "userId": USER,
+                "createdAt": at(1_000),
+            }
+        );
+        assert_eq!(
+            write(&TokenDoc::new(
+                TokenKind::VerifyEmail,
+                "abc",
+                None,
+                "{}",
+                from_millis(5_000)
+            )),
+            doc! {
+                "_id": "verify_email:abc",
+                "kind": "verify_email",
+                "userId": Bson::Null,
+                "data": "{}",
+                "expiresAt": at(5_000),
+            }
+        );
+        let window = RateWindowDoc {
+            key: "login:ada".into(),
+            ev: vec![RateEvent {
+                t: at(1_000),
+                id: SESSION.into(),
+            }],
+            expires_at: at(5_000),
+        };
+        assert_eq!(
+            write(&window),
+            doc! {
+                "_id": "login:ada",
+                "ev": [{"t": at(1_000), "id": SESSION}],
+                "expiresAt": at(5_000),
+            }
+        );
+    }
+
+    #[test]
+    fn a_rotated_session_record_reads_its_refresh_state() {
+        let mut d = entry_literal();
+        d.insert("_id", SESSION);
+        d.insert("userId", USER);
+        d.insert("refreshHash", "h2");
+        d.insert("previousHash", "h1");
+        d.insert("rotatedAt", at(3_000));
+        d.insert(
+            "successor",
+            doc! {"keyId": "k1", "nonce": binary(&[1]), "ciphertext": binary(&[2])},
+        );
+        let record: SessionDoc = read(&d);
+        assert_eq!(
+            record.ids().unwrap(),
+            (USER.parse().unwrap(), SESSION.parse().unwrap())
+        );
+        assert_eq!(
+            record.refresh_state(),
+            RefreshState {
+                hash: Some("h2".into()),
+                previous_hash: Some("h1".into()),
+                rotated_at: Some(from_millis(3_000)),
+                successor: Some(SealedKey {
+                    key_id: "k1".into(),
+                    nonce: vec![1],
+                    ciphertext: vec![2],
+                }),
+            }
+        );
+        // A record from before refresh tokens, and a successor that is not ours.
+        d.remove("refreshHash");
+        d.insert("successor", doc! {"keyId": "k1"});
+        let state = read::<SessionDoc>(&d).refresh_state();
+        assert_eq!(state.hash, None);
+        assert_eq!(state.successor, None);
+        d.insert("userId", "nope");
+        assert!(read::<SessionDoc>(&d).ids().is_err());
+        assert_eq!(read::<SessionOwner>(&d).user(), None);
+        assert_eq!(
+            read::<SessionOwner>(&doc! {"_id": SESSION, "userId": USER}).user(),
+            USER.parse().ok()
+        );
+    }
+
+    #[test]
+    fn tokens_and_windows_read_as_written_and_as_older_ones_were() {
+        let token: TokenDoc = read(&doc! {
+            "_id": "password_reset:abc",
+            "userId": USER,
+            "data": "x",
+            "expiresAt": at(5_000),
+        });
+        assert_eq!(token.kind, None);
+        assert_eq!(
+            token.record(),
+            TokenRecord {
+                user_id: USER.parse().ok(),
+                data: "x".into(),
+                expires_at: from_millis(5_000),
+            }
+        );
+        let token: TokenDoc = read(&doc! {
+            "_id": "oauth_state:abc",
+            "kind": "oauth_state",
+            "userId": "not-a-user",
+            "expiresAt": at(5_000),
+        });
+        assert_eq!(token.record().user_id, None);
+
+        let window: RateWindowDoc = read(&doc! {
+            "_id": "login:ada",
+            "ev": [{"t": at(1_000), "id": "a"}, {"t": at(3_000), "id": "b"}],
+            "expiresAt": at(5_000),
+        });
+        assert_eq!(
+            window.window(from_millis(999)),
+            EventWindow {
+                count: 2,
+                oldest: Some(from_millis(1_000)),
+            }
+        );
+        assert_eq!(
+            window.window(from_millis(1_000)),
+            EventWindow {
+                count: 1,
+                oldest: Some(from_millis(3_000)),
+            }
+        );
+        let emptied: RateWindowDoc = read(&doc! {"_id": "k", "ev": [], "expiresAt": at(1)});
+        assert_eq!(emptied.window(from_millis(0)), EventWindow::default());
+    }
+}
