@@ -4,7 +4,7 @@
 
 use std::time::Duration;
 
-use anyhow::{anyhow, Context};
+use anyhow::anyhow;
 use async_trait::async_trait;
 use futures_util::TryStreamExt;
 use mongodb::{
@@ -22,11 +22,18 @@ use uuid::Uuid;
 use super::{
     CredentialChange, EventSlot, EventWindow, IdentityStore, KeyChange, KeyStore, NewUser,
     ProfileUpdate, RateLimitStore, RefreshState, Reserved, SessionRecord, SessionStore, Store,
-    StoreError, StoredKey, TokenKind, TokenRecord, TokenStore, UserStore, MAX_LIVE_SESSIONS,
+    StoreError, StoredKey, TokenKind, TokenRecord, TokenStore, UserStore,
 };
 use crate::{
     clock::{from_millis, to_millis},
-    domain::{Amr, AuthProvider, Email, KeyProvider, SealedKey, User, UserId, UserName},
+    domain::{AuthProvider, Email, KeyProvider, SealedKey, User, UserId},
+};
+
+mod docs;
+
+use docs::{
+    to_bson, AccountDoc, KeyEntry, RateEvent, RateWindowDoc, SealedDoc, SessionDoc, SessionEntry,
+    SessionOwner, TokenDoc, UserDoc, UserKeys, UserParts,
 };
 
 const DEFAULT_DATABASE: &str = "authvault";
@@ -152,25 +159,35 @@ impl MongoStore {
         Ok(())
     }
 
-    fn users(&self) -> Collection<Document> {
+    fn users(&self) -> Collection<UserDoc> {
         self.db.collection("users")
     }
 
-    fn sessions(&self) -> Collection<Document> {
+    /// The users collection, read as the parts that session and credential changes need.
+    fn user_parts(&self) -> Collection<UserParts> {
+        self.users().clone_with_type()
+    }
+
+    /// The users collection, read as their API keys.
+    fn user_keys(&self) -> Collection<UserKeys> {
+        self.users().clone_with_type()
+    }
+
+    fn sessions(&self) -> Collection<SessionDoc> {
         self.db.collection("sessions")
     }
 
-    fn accounts(&self) -> Collection<Document> {
+    fn accounts(&self) -> Collection<AccountDoc> {
         self.db.collection("accounts")
     }
 
-    fn tokens(&self) -> Collection<Document> {
+    fn tokens(&self) -> Collection<TokenDoc> {
         self.db.collection("tokens")
     }
 
     /// One document per rate-limit key: `ev`, its newest events (at most the limit, oldest
     /// first), so that "is there room" and "record it" are one conditional update.
-    fn rate_windows(&self) -> Collection<Document> {
+    fn rate_windows(&self) -> Collection<RateWindowDoc> {
         self.db.collection("rate_windows")
     }
 
@@ -209,61 +226,6 @@ impl MongoStore {
     }
 }
 
-fn user_from_doc(d: &Document) -> Result<User, StoreError> {
-    let inner = || -> anyhow::Result<User> {
-        let id: UserId = d.get_str("_id")?.parse().context("user _id")?;
-        // One rule for stored addresses on both backends (they were parsed when written).
-        let email = Email::from_stored(d.get_str("email")?.to_owned())
-            .map_err(|_| anyhow!("stored email"))?;
-        let name = UserName::parse(d.get_str("name")?).map_err(|_| anyhow!("stored name"))?;
-        let image = match d.get("image") {
-            Some(Bson::String(s)) => Some(s.clone()),
-            _ => None,
-        };
-        let password_hash = match d.get("password") {
-            Some(Bson::String(s)) => Some(s.clone()),
-            _ => None,
-        };
-        let mut linked: Vec<AuthProvider> = match d.get("providers") {
-            Some(Bson::Array(items)) => items
-                .iter()
-                .filter_map(Bson::as_str)
-                .filter_map(AuthProvider::parse)
-                .collect(),
-            _ => Vec::new(),
-        };
-        linked.sort();
-        linked.dedup();
-        let email_verified = match d.get("emailVerified") {
-            Some(Bson::DateTime(t)) => Some(odt(*t)),
-            _ => None,
-        };
-        let credential_version = cred_version(d);
-        Ok(User {
-            id,
-            name,
-            email,
-            image,
-            password_hash,
-            linked,
-            email_verified,
-            credential_version,
-            created_at: odt(*d.get_datetime("createdAt")?),
-            updated_at: odt(*d.get_datetime("updatedAt")?),
-        })
-    };
-    inner().map_err(|e| StoreError::Other(e.context("reading a user document")))
-}
-
-/// A user document's credential version (documents written before it existed have none: 0).
-fn cred_version(d: &Document) -> u64 {
-    match d.get("credVersion") {
-        Some(Bson::Int64(v)) => *v as u64,
-        Some(Bson::Int32(v)) => *v as u64,
-        _ => 0,
-    }
-}
-
 /// A filter on the user document `id` at credential version `version`.
 fn at_version(id: &str, version: u64) -> Document {
     if version == 0 {
@@ -283,90 +245,6 @@ fn entry_path(id: Uuid) -> String {
     format!("sessions.{}", id.hyphenated())
 }
 
-/// A session's entry in its user's document.
-fn session_entry(s: &SessionRecord) -> Document {
-    doc! {
-        "createdAt": bdt(s.created_at),
-        "lastUsedAt": bdt(s.last_used_at),
-        "expiresAt": bdt(s.expires_at),
-        "authTime": bdt(s.auth_time),
-        "amr": s.amr.to_stored(),
-        "userAgent": optional(s.user_agent.as_deref()),
-        "ip": optional(s.ip.as_deref()),
-    }
-}
-
-fn session_from_entry(user: UserId, id: Uuid, e: &Document) -> Result<SessionRecord, StoreError> {
-    let inner = || -> anyhow::Result<SessionRecord> {
-        let text = |key: &str| match e.get(key) {
-            Some(Bson::String(s)) => Some(s.clone()),
-            _ => None,
-        };
-        Ok(SessionRecord {
-            id,
-            user_id: user,
-            created_at: odt(*e.get_datetime("createdAt")?),
-            last_used_at: odt(*e.get_datetime("lastUsedAt")?),
-            expires_at: odt(*e.get_datetime("expiresAt")?),
-            auth_time: odt(*e.get_datetime("authTime")?),
-            // Absent in entries written before it existed.
-            amr: Amr::from_stored(e.get_str("amr").unwrap_or_default()),
-            user_agent: text("userAgent"),
-            ip: text("ip"),
-        })
-    };
-    inner().map_err(|e| StoreError::Other(e.context("reading a session entry")))
-}
-
-/// The session entries of a user document, by id (entries whose key is no id are skipped).
-fn session_entries(user_doc: &Document) -> impl Iterator<Item = (Uuid, &Document)> {
-    user_doc
-        .get_document("sessions")
-        .into_iter()
-        .flat_map(|map| map.iter())
-        .filter_map(|(key, value)| Some((key.parse().ok()?, value.as_document()?)))
-}
-
-/// The live session `id` of a user document.
-fn live_session_in(
-    user_doc: &Document,
-    user: UserId,
-    id: Uuid,
-    now: OffsetDateTime,
-) -> Result<Option<SessionRecord>, StoreError> {
-    let mut key = [0u8; 36];
-    let key = id.hyphenated().encode_lower(&mut key);
-    let entry = match user_doc
-        .get_document("sessions")
-        .ok()
-        .and_then(|m| m.get(key))
-    {
-        Some(Bson::Document(entry)) => entry,
-        _ => return Ok(None),
-    };
-    let session = session_from_entry(user, id, entry)?;
-    Ok((session.expires_at > now).then_some(session))
-}
-
-/// The ids of the entries of a user document that end as a session starts at `now`: those that
-/// expired, and the oldest live ones past the cap (one place is kept for the new session).
-fn ended_entries(user_doc: &Document, now: OffsetDateTime) -> Vec<Uuid> {
-    let mut ended = Vec::new();
-    let mut live = Vec::new();
-    for (id, e) in session_entries(user_doc) {
-        match (e.get_datetime("expiresAt"), e.get_datetime("createdAt")) {
-            (Ok(expires), Ok(created)) if odt(*expires) > now => live.push((odt(*created), id)),
-            _ => ended.push(id),
-        }
-    }
-    if live.len() >= MAX_LIVE_SESSIONS {
-        // Newest first, as SQLite orders them (creation, then id, both descending).
-        live.sort_by(|a, b| b.cmp(a));
-        ended.extend(live.drain(MAX_LIVE_SESSIONS - 1..).map(|(_, id)| id));
-    }
-    ended
-}
-
 /// An update that removes the entries of these sessions.
 fn unset_entries(ids: impl IntoIterator<Item = Uuid>) -> Document {
     let paths: Document = ids
@@ -376,23 +254,6 @@ fn unset_entries(ids: impl IntoIterator<Item = Uuid>) -> Document {
     doc! {"$unset": paths}
 }
 
-fn new_user_doc(user: &NewUser, provider: Option<AuthProvider>) -> Document {
-    let at = bdt(user.created_at);
-    let providers: Vec<&str> = provider.iter().map(|p| p.as_str()).collect();
-    doc! {
-        "_id": user.id.to_string(),
-        "email": user.email.as_str(),
-        "name": user.name.as_str(),
-        "image": optional(user.image.as_deref()),
-        "password": optional(user.password_hash.as_deref()),
-        "providers": providers,
-        "emailVerified": Bson::Null,
-        "credVersion": 0i64,
-        "createdAt": at,
-        "updatedAt": at,
-    }
-}
-
 fn optional(value: Option<&str>) -> Bson {
     value.map_or(Bson::Null, |v| Bson::String(v.to_owned()))
 }
@@ -400,7 +261,7 @@ fn optional(value: Option<&str>) -> Bson {
 #[async_trait]
 impl UserStore for MongoStore {
     async fn create_user(&self, user: NewUser) -> Result<User, StoreError> {
-        self.bounded(self.users().insert_one(new_user_doc(&user, None)))
+        self.bounded(self.users().insert_one(UserDoc::new(&user, None)))
             .await?;
         Ok(user.into_created(None))
     }
@@ -409,14 +270,14 @@ impl UserStore for MongoStore {
         let found = self
             .bounded(self.users().find_one(doc! {"_id": id.to_string()}))
             .await?;
-        found.as_ref().map(user_from_doc).transpose()
+        found.map(User::try_from).transpose()
     }
 
     async fn user_by_email(&self, email: &Email) -> Result<Option<User>, StoreError> {
         let found = self
             .bounded(self.users().find_one(doc! {"email": email.as_str()}))
             .await?;
-        found.as_ref().map(user_from_doc).transpose()
+        found.map(User::try_from).transpose()
     }
 
     async fn update_profile(
@@ -440,7 +301,7 @@ impl UserStore for MongoStore {
             )
             .await?;
         match found {
-            Some(d) => user_from_doc(&d).map(Some),
+            Some(d) => User::try_from(d).map(Some),
             // The driver can answer None although the write happened: read it back.
             None => self.user_by_id(id).await,
         }
@@ -462,7 +323,7 @@ impl UserStore for MongoStore {
         for _ in 0..5 {
             let Some(user_doc) = self
                 .bounded(
-                    self.users()
+                    self.user_parts()
                         .find_one(doc! {"_id": &uid})
                         .projection(doc! {"sessions": 1, "credVersion": 1}),
                 )
@@ -470,17 +331,19 @@ impl UserStore for MongoStore {
             else {
                 return Ok(false);
             };
-            let version = cred_version(&user_doc);
+            let version = user_doc.credential_version();
             if change.expected_version.is_some_and(|v| v != version) {
                 return Ok(false);
             }
-            let ended: Vec<Uuid> = session_entries(&user_doc)
+            let ended: Vec<Uuid> = user_doc
+                .sessions
+                .iter()
                 .map(|(sid, _)| sid)
                 .filter(|sid| Some(*sid) != keep)
                 .collect();
             let kept = match keep {
-                Some(k) => match session_entries(&user_doc).find(|(sid, _)| *sid == k) {
-                    Some((sid, entry)) => Some((sid, entry.clone())),
+                Some(k) => match user_doc.sessions.iter().find(|(sid, _)| *sid == k) {
+                    Some((sid, entry)) => Some((sid, to_bson(entry)?)),
                     // The session that asked has ended: it changes nothing.
                     None => return Ok(false),
                 },
@@ -578,36 +441,25 @@ impl UserStore for MongoStore {
     ) -> Result<Option<Vec<AuthProvider>>, StoreError> {
         let uid = id.to_string();
         let Some(user_doc) = self
-            .bounded(self.users().find_one(doc! {"_id": &uid}).projection(
+            .bounded(self.user_parts().find_one(doc! {"_id": &uid}).projection(
                 doc! {"emailVerified": 1, "sessions": 1, "providers": 1, "password": 1},
             ))
             .await?
         else {
             return Ok(None);
         };
-        if matches!(user_doc.get("emailVerified"), Some(Bson::DateTime(_))) {
+        if user_doc.email_verified.is_some() {
             return Ok(None);
         }
         // What goes: the identities the user document lists, and those the accounts collection
         // holds (one identity per provider per user), but the one that proves the address.
         let keep_provider = keep.map(|(p, _)| p);
-        let mut removed: Vec<AuthProvider> = match user_doc.get("providers") {
-            Some(Bson::Array(items)) => items
-                .iter()
-                .filter_map(Bson::as_str)
-                .filter_map(AuthProvider::parse)
-                .collect(),
-            _ => Vec::new(),
-        };
+        let mut removed: Vec<AuthProvider> = user_doc.providers().collect();
         let mut accounts = self
             .bounded(self.accounts().find(doc! {"userId": &uid}))
             .await?;
         while let Some(account) = self.bounded(accounts.try_next()).await? {
-            if let Some(provider) = account
-                .get_str("provider")
-                .ok()
-                .and_then(AuthProvider::parse)
-            {
+            if let Some(provider) = AuthProvider::parse(&account.provider) {
                 removed.push(provider);
             }
         }
@@ -624,7 +476,7 @@ impl UserStore for MongoStore {
             )
             .await?;
         }
-        if remove_password && matches!(user_doc.get("password"), Some(Bson::String(_))) {
+        if remove_password && user_doc.password.is_some() {
             removed.push(AuthProvider::Credentials);
             removed.sort();
         }
@@ -650,7 +502,9 @@ impl UserStore for MongoStore {
             return Ok(None);
         }
         if !removed.is_empty() {
-            let ended: Vec<String> = session_entries(&user_doc)
+            let ended: Vec<String> = user_doc
+                .sessions
+                .iter()
                 .map(|(sid, _)| sid.to_string())
                 .collect();
             self.bounded(
@@ -674,12 +528,13 @@ impl UserStore for MongoStore {
             Some(version) => at_version(&id, version),
             None => doc! {"_id": &id},
         };
-        let (users, sessions, accounts, tokens) = (
-            self.users(),
-            self.sessions(),
-            self.accounts(),
-            self.tokens(),
-        );
+        let users = self.users();
+        // A delete reads no document, so one type serves the three other collections.
+        let owned: [Collection<Document>; 3] = [
+            self.sessions().clone_with_type(),
+            self.accounts().clone_with_type(),
+            self.tokens().clone_with_type(),
+        ];
         self.transaction(async move |session| {
             let deleted = users
                 .delete_one(filter.clone())
@@ -689,7 +544,7 @@ impl UserStore for MongoStore {
             if deleted == 0 && expected_version.is_some() {
                 return Ok(false);
             }
-            for collection in [&sessions, &accounts, &tokens] {
+            for collection in &owned {
                 collection
                     .delete_many(doc! {"userId": &id})
                     .session(&mut *session)
@@ -710,29 +565,23 @@ impl MongoStore {
     ) -> Result<(), StoreError> {
         let id = s.id.to_string();
         let user = s.user_id.to_string();
-        let mut document = session_entry(s);
-        document.insert("_id", &id);
-        document.insert("userId", &user);
-        document.insert("refreshHash", optional(refresh_hash));
         // The record first (a duplicate id is refused here), the entry that makes it live last.
-        self.bounded(self.sessions().insert_one(document)).await?;
-        let found = self
-            .bounded(
-                self.users()
-                    .find_one(doc! {"_id": &user})
-                    .projection(doc! {"sessions": 1}),
-            )
+        self.bounded(self.sessions().insert_one(SessionDoc::new(s, refresh_hash)))
             .await?;
+        let found = self.user_parts_of(s.user_id, true).await?;
         let matched = match found {
             Some(user_doc) => {
                 // Expired entries are dead weight: sweep them as new ones arrive; past the cap,
                 // the oldest sessions end too.
-                let ended = ended_entries(&user_doc, s.created_at);
+                let ended = user_doc.sessions.ended_at(s.created_at);
                 let mut update = unset_entries(ended.iter().copied());
                 if update.get_document("$unset").is_ok_and(|u| u.is_empty()) {
                     update.clear();
                 }
-                update.insert("$set", doc! {entry_path(s.id): session_entry(s)});
+                update.insert(
+                    "$set",
+                    doc! {entry_path(s.id): to_bson(&SessionEntry::new(s))?},
+                );
                 // The entry goes in only at the credential version the sign-in checked.
                 let filter = match credential_version {
                     Some(version) => at_version(&user, version),
@@ -759,13 +608,14 @@ impl MongoStore {
         Ok(())
     }
 
-    /// The user document, with only its session entries when `entries_only`.
-    async fn user_doc(
+    /// What session changes read of the user document: only its session entries when
+    /// `entries_only`, else the whole document is read.
+    async fn user_parts_of(
         &self,
         user: UserId,
         entries_only: bool,
-    ) -> Result<Option<Document>, StoreError> {
-        let users = self.users();
+    ) -> Result<Option<UserParts>, StoreError> {
+        let users = self.user_parts();
         let find = users.find_one(doc! {"_id": user.to_string()});
         if entries_only {
             self.bounded(find.projection(doc! {"sessions": 1})).await
@@ -800,32 +650,12 @@ impl SessionStore for MongoStore {
             "$or": [{"refreshHash": hash}, {"previousHash": hash}],
             "expiresAt": {"$gt": bdt(now)},
         };
-        let Some(d) = self.bounded(self.sessions().find_one(filter)).await? else {
+        let Some(record) = self.bounded(self.sessions().find_one(filter)).await? else {
             return Ok(None);
         };
-        let text = |key: &str| d.get_str(key).ok().map(str::to_owned);
-        let successor = d.get_document("successor").ok().and_then(|s| {
-            Some(SealedKey {
-                key_id: s.get_str("keyId").ok()?.to_owned(),
-                nonce: s.get_binary_generic("nonce").ok()?.clone(),
-                ciphertext: s.get_binary_generic("ciphertext").ok()?.clone(),
-            })
-        });
-        let state = RefreshState {
-            hash: text("refreshHash"),
-            previous_hash: text("previousHash"),
-            rotated_at: d.get_datetime("rotatedAt").ok().map(|t| odt(*t)),
-            successor,
-        };
         // Only a session with a live entry is refreshed; the entry has its current details.
-        let (Some(user), Some(id)) = (
-            d.get_str("userId").ok().and_then(|u| u.parse().ok()),
-            d.get_str("_id").ok().and_then(|i| i.parse().ok()),
-        ) else {
-            return Err(StoreError::Other(anyhow!(
-                "a session document has a bad id"
-            )));
-        };
+        let (user, id) = record.ids()?;
+        let state = record.refresh_state();
         Ok(self.session(user, id, now).await?.map(|s| (s, state)))
     }
 
@@ -845,7 +675,7 @@ impl SessionStore for MongoStore {
             "previousHash": old_hash,
             "rotatedAt": bdt(now),
             "lastUsedAt": bdt(now),
-            "successor": sealed_doc(successor),
+            "successor": to_bson(&SealedDoc::new(successor))?,
         }};
         let result = self
             .bounded(self.sessions().update_one(filter, update))
@@ -869,16 +699,15 @@ impl SessionStore for MongoStore {
         user: UserId,
         now: OffsetDateTime,
     ) -> Result<Vec<SessionRecord>, StoreError> {
-        let Some(user_doc) = self.user_doc(user, true).await? else {
+        let Some(user_doc) = self.user_parts_of(user, true).await? else {
             return Ok(Vec::new());
         };
-        let mut live = Vec::new();
-        for (id, entry) in session_entries(&user_doc) {
-            let session = session_from_entry(user, id, entry)?;
-            if session.expires_at > now {
-                live.push(session);
-            }
-        }
+        let mut live: Vec<SessionRecord> = user_doc
+            .sessions
+            .iter()
+            .map(|(id, entry)| entry.record(user, id))
+            .filter(|session| session.expires_at > now)
+            .collect();
         live.sort_by(|a, b| b.created_at.cmp(&a.created_at).then(a.id.cmp(&b.id)));
         Ok(live)
     }
@@ -907,10 +736,8 @@ impl SessionStore for MongoStore {
         now: OffsetDateTime,
     ) -> Result<Option<SessionRecord>, StoreError> {
         // One find by `_id`; the expiry is judged here (nothing sweeps entries on time).
-        match self.user_doc(user, false).await? {
-            Some(user_doc) => live_session_in(&user_doc, user, id, now),
-            None => Ok(None),
-        }
+        let user_doc = self.user_parts_of(user, false).await?;
+        Ok(user_doc.and_then(|d| d.sessions.live(user, id, now)))
     }
 
     async fn session_with_user(
@@ -919,11 +746,14 @@ impl SessionStore for MongoStore {
         id: Uuid,
         now: OffsetDateTime,
     ) -> Result<Option<(SessionRecord, User)>, StoreError> {
-        let Some(user_doc) = self.user_doc(user, false).await? else {
+        let Some(user_doc) = self
+            .bounded(self.users().find_one(doc! {"_id": user.to_string()}))
+            .await?
+        else {
             return Ok(None);
         };
-        match live_session_in(&user_doc, user, id, now)? {
-            Some(session) => Ok(Some((session, user_from_doc(&user_doc)?))),
+        match user_doc.sessions.live(user, id, now) {
+            Some(session) => Ok(Some((session, User::try_from(user_doc)?))),
             None => Ok(None),
         }
     }
@@ -932,15 +762,12 @@ impl SessionStore for MongoStore {
         let record = self
             .bounded(
                 self.sessions()
+                    .clone_with_type::<SessionOwner>()
                     .find_one(doc! {"_id": id.to_string()})
                     .projection(doc! {"userId": 1}),
             )
             .await?;
-        let Some(user) = record
-            .as_ref()
-            .and_then(|d| d.get_str("userId").ok())
-            .and_then(|u| u.parse().ok())
-        else {
+        let Some(user) = record.as_ref().and_then(SessionOwner::user) else {
             return Ok(false);
         };
         self.end_user_session(user, id).await
@@ -952,8 +779,10 @@ impl SessionStore for MongoStore {
         except: Option<Uuid>,
     ) -> Result<u64, StoreError> {
         let uid = user.to_string();
-        let ended: Vec<Uuid> = match self.user_doc(user, true).await? {
-            Some(user_doc) => session_entries(&user_doc)
+        let ended: Vec<Uuid> = match self.user_parts_of(user, true).await? {
+            Some(user_doc) => user_doc
+                .sessions
+                .iter()
                 .map(|(id, _)| id)
                 .filter(|id| Some(*id) != except)
                 .collect(),
@@ -987,7 +816,10 @@ impl RateLimitStore for MongoStore {
         if slot.max == 0 {
             return Ok(Reserved::Full { oldest: None });
         }
-        let entry = doc! {"t": bdt(slot.at), "id": slot.id.to_string()};
+        let entry = RateEvent {
+            t: bdt(slot.at),
+            id: slot.id.to_string(),
+        };
         // Room: fewer than `max` events kept, or the oldest of the `max` newest is out of the
         // window. The push keeps the `max` newest, so the check and the write are one update.
         let room = doc! {
@@ -998,7 +830,7 @@ impl RateLimitStore for MongoStore {
             ],
         };
         let push = doc! {
-            "$push": {"ev": {"$each": [entry.clone()], "$slice": -i64::from(slot.max)}},
+            "$push": {"ev": {"$each": [to_bson(&entry)?], "$slice": -i64::from(slot.max)}},
             "$set": {"expiresAt": bdt(slot.expires_at)},
         };
         let windows = self.rate_windows();
@@ -1010,7 +842,11 @@ impl RateLimitStore for MongoStore {
         {
             return Ok(Reserved::Yes);
         }
-        let first = doc! {"_id": key, "ev": [entry], "expiresAt": bdt(slot.expires_at)};
+        let first = RateWindowDoc {
+            key: key.to_owned(),
+            ev: vec![entry],
+            expires_at: bdt(slot.expires_at),
+        };
         match self.bounded(windows.insert_one(first)).await {
             Ok(_) => return Ok(Reserved::Yes),
             // The key has a document: full, or made by a concurrent caller a moment ago.
@@ -1045,26 +881,10 @@ impl RateLimitStore for MongoStore {
         key: &str,
         since: OffsetDateTime,
     ) -> Result<EventWindow, StoreError> {
-        let Some(d) = self
+        let found = self
             .bounded(self.rate_windows().find_one(doc! {"_id": key}))
-            .await?
-        else {
-            return Ok(EventWindow::default());
-        };
-        let mut window = EventWindow::default();
-        for t in d
-            .get_array("ev")
-            .into_iter()
-            .flatten()
-            .filter_map(Bson::as_document)
-            .filter_map(|e| e.get_datetime("t").ok())
-            .map(|t| odt(*t))
-            .filter(|t| *t > since)
-        {
-            window.count += 1;
-            window.oldest = Some(window.oldest.map_or(t, |o| o.min(t)));
-        }
-        Ok(window)
+            .await?;
+        Ok(found.map_or_else(EventWindow::default, |w| w.window(since)))
     }
 
     async fn clear_events(&self, key: &str) -> Result<(), StoreError> {
@@ -1081,51 +901,17 @@ fn binary(bytes: &[u8]) -> Binary {
     }
 }
 
-fn sealed_doc(sealed: &SealedKey) -> Document {
-    doc! {
-        "keyId": &sealed.key_id,
-        "nonce": binary(&sealed.nonce),
-        "ciphertext": binary(&sealed.ciphertext),
-    }
-}
-
-/// The `apiKeys` sub-document of a user, in `KeyProvider::ALL` order.
-fn keys_from_doc(user: &Document) -> Result<Vec<StoredKey>, StoreError> {
-    let Ok(keys) = user.get_document("apiKeys") else {
-        return Ok(Vec::new());
-    };
-    let mut out = Vec::with_capacity(keys.len());
-    for provider in KeyProvider::ALL {
-        let Ok(entry) = keys.get_document(provider.as_str()) else {
-            continue;
-        };
-        let read = || -> anyhow::Result<StoredKey> {
-            Ok(StoredKey {
-                provider,
-                sealed: SealedKey {
-                    key_id: entry.get_str("keyId")?.to_owned(),
-                    nonce: entry.get_binary_generic("nonce")?.clone(),
-                    ciphertext: entry.get_binary_generic("ciphertext")?.clone(),
-                },
-                updated_at: odt(*entry.get_datetime("updatedAt")?),
-            })
-        };
-        out.push(read().map_err(|e| StoreError::Other(e.context("reading a stored key")))?);
-    }
-    Ok(out)
-}
-
 #[async_trait]
 impl KeyStore for MongoStore {
     async fn api_keys(&self, user: UserId) -> Result<Vec<StoredKey>, StoreError> {
         let found = self
             .bounded(
-                self.users()
+                self.user_keys()
                     .find_one(doc! {"_id": user.to_string()})
                     .projection(doc! {"apiKeys": 1}),
             )
             .await?;
-        found.as_ref().map_or(Ok(Vec::new()), keys_from_doc)
+        found.map_or(Ok(Vec::new()), |d| d.api_keys.stored())
     }
 
     async fn update_api_keys(
@@ -1140,9 +926,7 @@ impl KeyStore for MongoStore {
             let path = format!("apiKeys.{}", provider.as_str());
             match sealed {
                 Some(s) => {
-                    let mut entry = sealed_doc(s);
-                    entry.insert("updatedAt", bdt(now));
-                    set.insert(path, entry);
+                    set.insert(path, to_bson(&KeyEntry::new(s, now))?);
                 }
                 None => {
                     unset.insert(path, "");
@@ -1203,22 +987,20 @@ impl KeyStore for MongoStore {
         }
         let cursor = self
             .bounded(
-                self.users()
+                self.user_keys()
                     .find(filter)
                     .projection(doc! {"apiKeys": 1})
                     .sort(doc! {"_id": 1})
                     .limit(i64::from(limit)),
             )
             .await?;
-        let docs: Vec<Document> = self.bounded(cursor.try_collect()).await?;
-        docs.iter()
+        let docs: Vec<UserKeys> = self.bounded(cursor.try_collect()).await?;
+        docs.into_iter()
             .map(|d| {
-                let id: UserId = d
-                    .get_str("_id")
-                    .ok()
-                    .and_then(|s| s.parse().ok())
-                    .ok_or_else(|| StoreError::Other(anyhow!("a user document has a bad _id")))?;
-                Ok((id, keys_from_doc(d)?))
+                let Ok(id) = d.id.parse::<UserId>() else {
+                    return Err(StoreError::Other(anyhow!("a user document has a bad _id")));
+                };
+                Ok((id, d.api_keys.stored()?))
             })
             .collect()
     }
@@ -1226,26 +1008,13 @@ impl KeyStore for MongoStore {
     async fn count_api_keys(&self) -> Result<u64, StoreError> {
         let cursor = self
             .bounded(
-                self.users()
+                self.user_keys()
                     .find(doc! {"apiKeys": {"$exists": true}})
                     .projection(doc! {"apiKeys": 1}),
             )
             .await?;
-        let docs: Vec<Document> = self.bounded(cursor.try_collect()).await?;
-        Ok(docs
-            .iter()
-            .filter_map(|d| d.get_document("apiKeys").ok())
-            .map(|keys| keys.len() as u64)
-            .sum())
-    }
-}
-
-fn account_doc(user: &str, provider: AuthProvider, account_id: &str, at: DateTime) -> Document {
-    doc! {
-        "provider": provider.as_str(),
-        "providerAccountId": account_id,
-        "userId": user,
-        "createdAt": at,
+        let docs: Vec<UserKeys> = self.bounded(cursor.try_collect()).await?;
+        Ok(docs.iter().map(|d| d.api_keys.len() as u64).sum())
     }
 }
 
@@ -1260,7 +1029,7 @@ impl IdentityStore for MongoStore {
         let Some(account) = self.bounded(self.accounts().find_one(filter)).await? else {
             return Ok(None);
         };
-        let Some(user) = account.get_str("userId").ok().and_then(|u| u.parse().ok()) else {
+        let Ok(user) = account.user_id.parse() else {
             return Err(StoreError::Other(anyhow!(
                 "an account document has a bad userId"
             )));
@@ -1282,19 +1051,13 @@ impl IdentityStore for MongoStore {
         account_id: &str,
     ) -> Result<User, StoreError> {
         let id = user.id.to_string();
-        let user_doc = new_user_doc(&user, Some(provider));
-        let account = account_doc(&id, provider, account_id, bdt(user.created_at));
+        let user_doc = UserDoc::new(&user, Some(provider));
+        let account = AccountDoc::new(&id, provider, account_id, user.created_at);
         let (users, accounts) = (self.users(), self.accounts());
         // Both documents or neither: one transaction (a unique index refusing either aborts it).
         self.transaction(async move |session| {
-            users
-                .insert_one(user_doc.clone())
-                .session(&mut *session)
-                .await?;
-            accounts
-                .insert_one(account.clone())
-                .session(&mut *session)
-                .await?;
+            users.insert_one(&user_doc).session(&mut *session).await?;
+            accounts.insert_one(&account).session(&mut *session).await?;
             Ok(())
         })
         .await?;
@@ -1312,7 +1075,7 @@ impl IdentityStore for MongoStore {
         // The unique indexes on `accounts` decide; the user's `providers` list follows.
         self.bounded(
             self.accounts()
-                .insert_one(account_doc(&id, provider, account_id, bdt(now))),
+                .insert_one(AccountDoc::new(&id, provider, account_id, now)),
         )
         .await?;
         let update = doc! {
@@ -1365,14 +1128,8 @@ impl TokenStore for MongoStore {
         data: &str,
         expires_at: OffsetDateTime,
     ) -> Result<(), StoreError> {
-        let document = doc! {
-            "_id": format!("{}:{hash}", kind.as_str()),
-            "kind": kind.as_str(),
-            "userId": optional(user.map(|u| u.to_string()).as_deref()),
-            "data": data,
-            "expiresAt": bdt(expires_at),
-        };
-        self.bounded(self.tokens().insert_one(document)).await?;
+        let token = TokenDoc::new(kind, hash, user, data, expires_at);
+        self.bounded(self.tokens().insert_one(token)).await?;
         Ok(())
     }
 
@@ -1382,19 +1139,9 @@ impl TokenStore for MongoStore {
         hash: &str,
         now: OffsetDateTime,
     ) -> Result<Option<TokenRecord>, StoreError> {
-        let filter =
-            doc! {"_id": format!("{}:{hash}", kind.as_str()), "expiresAt": {"$gt": bdt(now)}};
-        let Some(d) = self.bounded(self.tokens().find_one(filter)).await? else {
-            return Ok(None);
-        };
-        Ok(Some(TokenRecord {
-            user_id: d.get_str("userId").ok().and_then(|u| u.parse().ok()),
-            data: d.get_str("data").unwrap_or_default().to_owned(),
-            expires_at: d
-                .get_datetime("expiresAt")
-                .map(|t| odt(*t))
-                .map_err(|e| StoreError::Other(e.into()))?,
-        }))
+        let filter = doc! {"_id": TokenDoc::id(kind, hash), "expiresAt": {"$gt": bdt(now)}};
+        let found = self.bounded(self.tokens().find_one(filter)).await?;
+        Ok(found.map(TokenDoc::record))
     }
 
     async fn take_token(
@@ -1406,24 +1153,12 @@ impl TokenStore for MongoStore {
         let found = self
             .bounded(
                 self.tokens()
-                    .find_one_and_delete(doc! {"_id": format!("{}:{hash}", kind.as_str())}),
+                    .find_one_and_delete(doc! {"_id": TokenDoc::id(kind, hash)}),
             )
             .await?;
-        let Some(d) = found else {
-            return Ok(None);
-        };
-        let expires_at = d
-            .get_datetime("expiresAt")
-            .map(|t| odt(*t))
-            .map_err(|e| StoreError::Other(e.into()))?;
-        if expires_at <= now {
-            return Ok(None);
-        }
-        Ok(Some(TokenRecord {
-            user_id: d.get_str("userId").ok().and_then(|u| u.parse().ok()),
-            data: d.get_str("data").unwrap_or_default().to_owned(),
-            expires_at,
-        }))
+        Ok(found
+            .map(TokenDoc::record)
+            .filter(|record| record.expires_at > now))
     }
 }
 
