@@ -396,10 +396,18 @@ fn session_from_row(row: &Row<'_>) -> rusqlite::Result<SessionRecord> {
         last_used_at: from_millis(row.get(3)?),
         expires_at: from_millis(row.get(4)?),
         auth_time: from_millis(row.get(5)?),
-        // By name: every query selects it last, after whatever else it reads.
-        amr: Amr::from_stored(row.get_ref("amr")?.as_str().map_err(|e| {
-            rusqlite::Error::FromSqlConversionFailure(8, rusqlite::types::Type::Text, e.into())
-        })?),
+        // Every query selects it last, after whatever else it reads (an index, not a name: a
+        // lookup by name compares every column's name on each session check).
+        amr: {
+            let last = row.as_ref().column_count() - 1;
+            Amr::from_stored(row.get_ref(last)?.as_str().map_err(|e| {
+                rusqlite::Error::FromSqlConversionFailure(
+                    last,
+                    rusqlite::types::Type::Text,
+                    e.into(),
+                )
+            })?)
+        },
         user_agent: row.get(6)?,
         ip: row.get(7)?,
     })
