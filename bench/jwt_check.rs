@@ -59,6 +59,7 @@ fn main() {
         linked: Vec::new(),
         email_verified: None,
         credential_version: 0,
+        mfa_enabled: false,
         created_at: now,
         updated_at: now,
     };

@@ -32,7 +32,8 @@ pub enum Command {
     Serve,
     /// Print the OpenAPI document (reads no configuration and opens no store).
     Openapi,
-    /// Re-seal every stored API key with the first key of AUTHVAULT_ENCRYPTION_KEYS.
+    /// Re-seal every stored API key and TOTP secret with the first key of
+    /// AUTHVAULT_ENCRYPTION_KEYS.
     ///
     /// Safe while servers run, and safe to run again after a failure. Exits 1 when a key
     /// could not be opened with any configured key.
@@ -77,7 +78,7 @@ pub fn signing_key(alg: &str, kid: Option<&str>) -> Result<zeroize::Zeroizing<St
 /// elsewhere; exit 1 when any key failed to open.
 pub async fn rotate_keys(store: &dyn Store, ring: &KeyRing) -> ExitCode {
     println!(
-        "re-sealing stored API keys with encryption key {:?} on the {} store",
+        "re-sealing stored API keys and TOTP secrets with encryption key {:?} on the {} store",
         ring.current_id(),
         store.backend()
     );
@@ -105,14 +106,9 @@ pub async fn rotate_keys(store: &dyn Store, ring: &KeyRing) -> ExitCode {
                 println!("{} keys done", report.done());
             }
         }
-        Progress::Failed {
-            user,
-            provider,
-            key_id,
-        } => {
-            let line = format!(
-                "failed: user {user}, {provider} key sealed with key id {key_id:?} does not open"
-            );
+        Progress::Failed { user, what, key_id } => {
+            let line =
+                format!("failed: user {user}, {what} sealed with key id {key_id:?} does not open");
             if on_terminal {
                 bar.println(line);
             } else {

@@ -251,6 +251,8 @@ pub mod var {
         REFRESH_TTL_SECS = "AUTHVAULT_REFRESH_TTL_SECS", "2592000", "refresh token lifetime, in seconds";
         REFRESH_GRACE_SECS = "AUTHVAULT_REFRESH_GRACE_SECS", "10",
             "seconds a just-rotated refresh token still yields its successor; 0 disables";
+        MFA_ISSUER = "AUTHVAULT_MFA_ISSUER", "authvault",
+            "issuer shown by authenticator apps (1-64 characters, no colon)";
         SMTP_URL = "AUTHVAULT_SMTP_URL", "",
             "smtp://user:pass@host:port or smtps://... (unset: an outbox with SQLite, 503 with MongoDB)";
         MAIL_FROM = "AUTHVAULT_MAIL_FROM", "authvault <no-reply@localhost>",
@@ -354,6 +356,8 @@ pub struct SessionSettings {
     pub access_ttl: Duration,
     pub refresh_ttl: Duration,
     pub refresh_grace: Duration,
+    /// The issuer authenticator apps show beside a TOTP code.
+    pub mfa_issuer: String,
 }
 
 /// Mail delivery and the lifetimes of mailed links.
@@ -473,6 +477,14 @@ impl Settings {
                 86_400 * 400,
             )?),
             refresh_grace: Duration::from_secs(vars.number(var::REFRESH_GRACE_SECS, 0, 300)?),
+            mfa_issuer: vars.parse(var::MFA_ISSUER, |v| {
+                let v = v.trim();
+                if v.is_empty() || v.chars().count() > 64 || v.contains(':') || v.chars().any(char::is_control) {
+                    Err("must be 1-64 characters without a colon or control characters".to_owned())
+                } else {
+                    Ok(v.to_owned())
+                }
+            })?,
         };
         let mail = MailSettings {
             smtp_url: vars.optional(var::SMTP_URL, |v| {

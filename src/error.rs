@@ -45,16 +45,11 @@ macro_rules! api_errors {
             }
         }
 
-        /// Every stable error code, for the OpenAPI description.
+        /// Every variant's code, in table order (a code two variants share appears twice).
         pub const ALL_CODES: &[&str] = &[$($code),+];
 
-        /// The HTTP status a code answers with.
-        pub fn status_of(code: &str) -> Option<StatusCode> {
-            match code {
-                $($code => Some(StatusCode::$status),)+
-                _ => None,
-            }
-        }
+        /// Every variant's code and status, in table order.
+        const ROWS: &[(&str, StatusCode)] = &[$(($code, StatusCode::$status)),+];
     };
 }
 
@@ -105,6 +100,13 @@ api_errors! {
         "The sign-in provider failed or sent an answer that did not verify; try again.";
     InvalidCode => "invalid_code", BAD_REQUEST, "Invalid one-time code",
         "The code is unknown, used, expired, or the code verifier does not match.";
+    /// A wrong second-factor code at sign-in (`POST /api/auth/mfa/verify`).
+    WrongCode => "invalid_code", UNAUTHORIZED, "Invalid code",
+        "The authenticator or recovery code is wrong or was used already.";
+    MfaAlreadyEnabled => "mfa_already_enabled", CONFLICT, "Two-factor sign-in is already on",
+        "Turn it off first (DELETE /api/user/mfa) to enrol another authenticator.";
+    InvalidMfaToken => "invalid_mfa_token", BAD_REQUEST, "Invalid or expired sign-in step",
+        "The mfaToken is unknown, used, expired, or spent by too many wrong codes; sign in again.";
     LastSignInMethod => "last_sign_in_method", CONFLICT, "This is the last way to sign in",
         "Set a password or link another provider before removing this one.";
     InvalidToken => "invalid_token", BAD_REQUEST, "Invalid or expired link",
@@ -127,6 +129,23 @@ api_errors! {
         "Together AI did not answer in time; retry later.";
     Internal(anyhow::Error) => "internal", INTERNAL_SERVER_ERROR, "Internal server error",
         "Something went wrong on our side.";
+}
+
+/// Every stable error code once, in table order, for the OpenAPI description.
+pub fn codes() -> Vec<&'static str> {
+    let mut codes: Vec<&'static str> = Vec::with_capacity(ALL_CODES.len());
+    for code in ALL_CODES {
+        if !codes.contains(code) {
+            codes.push(code);
+        }
+    }
+    codes
+}
+
+/// Whether `code` answers with `status` (a code may answer with more than one, as `invalid_code`
+/// does: 400 for a one-time code or an enrolment, 401 for a second factor at sign-in).
+pub fn answers_with(code: &str, status: StatusCode) -> bool {
+    ROWS.iter().any(|&(c, s)| c == code && s == status)
 }
 
 /// Code, HTTP status, title and detail of one kind of error.
@@ -367,6 +386,9 @@ mod tests {
             ApiError::EmailNotVerified,
             ApiError::ProviderError,
             ApiError::InvalidCode,
+            ApiError::WrongCode,
+            ApiError::MfaAlreadyEnabled,
+            ApiError::InvalidMfaToken,
             ApiError::LastSignInMethod,
             ApiError::InvalidToken,
             ApiError::AlreadyVerified,

@@ -36,6 +36,8 @@ pub struct AppState {
     pub oauth_flow: FlowKey,
     /// Mail delivery (SMTP, the development outbox, or none).
     pub mailer: crate::mail::Mailer,
+    /// The key recovery codes are stored under.
+    pub mfa: crate::mfa::MfaKeys,
     /// Together AI, with one pooled HTTP client.
     pub together: TogetherClient,
     /// The OpenAPI document, rendered once.
@@ -121,6 +123,7 @@ impl AppState {
             vault,
             jwt,
             csrf: CsrfKey::derive(&secret),
+            mfa: crate::mfa::MfaKeys::derive(&secret),
             cookies: CookieConfig::from_settings(&settings),
             limiter: RateLimiter::new(store.clone(), settings.limits.clone()),
             hasher,

@@ -473,6 +473,7 @@ mod tests {
             linked: vec![],
             email_verified: None,
             credential_version: 0,
+            mfa_enabled: false,
             created_at: now,
             updated_at: now,
         }

@@ -179,6 +179,32 @@ impl RateLimiter {
         }
     }
 
+    /// Gives a check's slots back without forgetting anything (the request was refused for
+    /// another reason before its credential counted).
+    pub async fn release(&self, check: CredentialCheck) -> Result<(), ApiError> {
+        self.store
+            .release_event(&check.per_client.key, check.per_client.id)
+            .await?;
+        self.store
+            .release_event(&check.per_email.key, check.per_email.id)
+            .await?;
+        Ok(())
+    }
+
+    /// Before a code is checked against an `mfaToken` (by its hash): reserves one of its `max`
+    /// wrong-code slots, or `RateLimited` when they are spent. Slots are never given back: the
+    /// token is single use, so a right code ends it anyway.
+    pub async fn mfa_attempt(&self, token_hash: &str, max: u32) -> Result<MfaAttempt, ApiError> {
+        const WINDOW: Duration = Duration::from_secs(10 * 60);
+        let key = key(&["mfa-token", token_hash]);
+        self.reserve("mfa_token", key.clone(), max, WINDOW).await?;
+        let since = clock::now() - WINDOW;
+        let window = self.store.count_events(&key, since).await?;
+        Ok(MfaAttempt {
+            was_last: window.count >= u64::from(max),
+        })
+    }
+
     /// The credential checked out: the client's failures are forgotten (not the per-email
     /// total, which tracks a distributed guess), and this attempt's slot there is given back.
     pub async fn passed(&self, check: CredentialCheck) -> Result<(), ApiError> {
@@ -188,6 +214,13 @@ impl RateLimiter {
             .await?;
         Ok(())
     }
+}
+
+/// One wrong-code slot of an `mfaToken`.
+#[derive(Debug)]
+pub struct MfaAttempt {
+    /// This attempt took the token's last slot: a wrong code now spends the token.
+    pub was_last: bool,
 }
 
 /// A request to a credential endpoint, counted against its client's per-IP budget before the

@@ -90,6 +90,8 @@ pub struct User {
     /// methods removed): a session may start only with the version its credential was checked
     /// against, so a sign-in in flight during such a change starts none.
     pub credential_version: u64,
+    /// A confirmed TOTP authenticator: every sign-in but a passkey's asks for a second factor.
+    pub mfa_enabled: bool,
     pub created_at: OffsetDateTime,
     pub updated_at: OffsetDateTime,
 }

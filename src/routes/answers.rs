@@ -11,7 +11,9 @@ use crate::{
     clock::{self, rfc3339},
     domain::{Amr, AuthMethod, User},
     error::ApiError,
-    sessions::{self, Origin, Started},
+    mfa::Challenge,
+    sessions::{Origin, Started},
+    signin::{self, SignIn},
     state::AppState,
 };
 
@@ -68,10 +70,61 @@ pub struct SessionBody {
 
 /// A signed-in user and their new session.
 #[derive(Serialize, ToSchema)]
-#[schema(example = json!({"user": {"id": "2f0c6f5e-8d1c-4b9a-9c57-1b1f0f6a3e21", "name": "Ada Lovelace", "email": "ada@example.com", "image": null, "providers": ["credentials"], "emailVerified": null, "createdAt": "2026-11-25T15:16:03.123Z", "updatedAt": "2026-11-25T15:16:03.123Z"}, "session": {"accessToken": "eyJhbGciOiJIUzI1NiIsInR5cCI6IkpXVCJ9...", "tokenType": "Bearer", "expiresAt": "2026-11-25T16:16:03Z", "expiresIn": 3600}}))]
+#[schema(example = json!({"user": {"id": "2f0c6f5e-8d1c-4b9a-9c57-1b1f0f6a3e21", "name": "Ada Lovelace", "email": "ada@example.com", "image": null, "providers": ["credentials"], "emailVerified": null, "mfaEnabled": false, "createdAt": "2026-11-25T15:16:03.123Z", "updatedAt": "2026-11-25T15:16:03.123Z"}, "session": {"accessToken": "eyJhbGciOiJIUzI1NiIsInR5cCI6IkpXVCJ9...", "tokenType": "Bearer", "expiresAt": "2026-11-25T16:16:03Z", "expiresIn": 3600}}))]
 pub struct AuthResponse {
     pub user: UserBody,
     pub session: SessionBody,
+}
+
+/// A sign-in waiting for its second factor: no session, no cookie, no refresh token yet. Send
+/// `mfaToken` with a code to `POST /api/auth/mfa/verify`.
+#[derive(Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+#[schema(example = json!({"mfaRequired": true, "mfaToken": "Q2hhbGxlbmdlVG9rZW5FeGFtcGxlMTIzNDU2Nzg5MGFi", "methods": ["totp", "recoveryCode"], "expiresAt": "2026-11-25T15:21:03Z"}))]
+pub struct MfaRequired {
+    /// Always `true`: what tells this answer from a session.
+    #[schema(schema_with = true_schema)]
+    pub mfa_required: bool,
+    /// Single use, valid 5 minutes; five wrong codes spend it.
+    pub mfa_token: String,
+    /// The second factors the user can give.
+    #[schema(schema_with = methods_schema)]
+    pub methods: [&'static str; 2],
+    #[schema(format = DateTime)]
+    pub expires_at: String,
+}
+
+fn true_schema() -> utoipa::openapi::ObjectBuilder {
+    utoipa::openapi::ObjectBuilder::new()
+        .schema_type(utoipa::openapi::Type::Boolean)
+        .enum_values(Some([true]))
+        .description(Some("Always `true`."))
+}
+
+fn methods_schema() -> utoipa::openapi::schema::ArrayBuilder {
+    utoipa::openapi::schema::ArrayBuilder::new().items(super::auth::string_enum(
+        &["totp", "recoveryCode"],
+        "`totp`: a 6-digit code of the authenticator app; `recoveryCode`: an unused recovery code.",
+    ))
+}
+
+/// What a sign-in answers: a session, or (for a user with MFA on) the wait for a second factor.
+/// Tell them apart by `mfaRequired`.
+#[derive(Serialize, ToSchema)]
+#[serde(untagged)]
+pub enum SignInResponse {
+    Session(AuthResponse),
+    MfaRequired(MfaRequired),
+}
+
+/// The answer of a sign-in that waits for its second factor.
+pub fn mfa_required(challenge: &Challenge) -> MfaRequired {
+    MfaRequired {
+        mfa_required: true,
+        mfa_token: challenge.token.clone(),
+        methods: ["totp", "recoveryCode"],
+        expires_at: rfc3339(challenge.expires_at),
+    }
 }
 
 fn bearer_schema() -> utoipa::openapi::ObjectBuilder {
@@ -129,6 +182,22 @@ pub fn session_answer(
     res.json(auth_response(user, started, client))
 }
 
+/// Answers a sign-in: the session (with `status`), or 200 with the `mfaRequired` body.
+pub fn sign_in_answer(
+    state: &AppState,
+    user: &User,
+    signed_in: &SignIn,
+    client: ClientKind,
+    status: StatusCode,
+) -> HttpResponse {
+    match signed_in {
+        SignIn::Started(started) => session_answer(state, user, started, client, status),
+        SignIn::MfaRequired(challenge) => HttpResponse::Ok()
+            .insert_header((actix_web::http::header::CACHE_CONTROL, "no-store"))
+            .json(mfa_required(challenge)),
+    }
+}
+
 /// Signs `user` in now, with a password.
 pub async fn start_session(
     state: &AppState,
@@ -139,6 +208,6 @@ pub async fn start_session(
     status: StatusCode,
 ) -> Result<HttpResponse, ApiError> {
     let amr = Amr::one(AuthMethod::Pwd);
-    let started = sessions::start(state, &origin(req, ip), user, clock::now(), amr).await?;
-    Ok(session_answer(state, user, &started, client, status))
+    let signed_in = signin::sign_in(state, &origin(req, ip), user, clock::now(), amr).await?;
+    Ok(sign_in_answer(state, user, &signed_in, client, status))
 }

@@ -7,7 +7,7 @@ use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
 use super::{
-    answers::{start_session, AuthResponse, ClientKind},
+    answers::{start_session, AuthResponse, ClientKind, SignInResponse},
     json::{ApiJson, OptionalJson},
     problems, UserBody,
 };
@@ -63,7 +63,7 @@ pub struct SignoutRequest {
 
 /// The current session.
 #[derive(Serialize, ToSchema)]
-#[schema(example = json!({"user": {"id": "2f0c6f5e-8d1c-4b9a-9c57-1b1f0f6a3e21", "name": "Ada Lovelace", "email": "ada@example.com", "image": null, "providers": ["credentials"], "emailVerified": null, "createdAt": "2026-11-25T15:16:03.123Z", "updatedAt": "2026-11-25T15:16:03.123Z"}, "expires": "2026-11-25T16:16:03Z", "amr": ["pwd"]}))]
+#[schema(example = json!({"user": {"id": "2f0c6f5e-8d1c-4b9a-9c57-1b1f0f6a3e21", "name": "Ada Lovelace", "email": "ada@example.com", "image": null, "providers": ["credentials"], "emailVerified": null, "mfaEnabled": false, "createdAt": "2026-11-25T15:16:03.123Z", "updatedAt": "2026-11-25T15:16:03.123Z"}, "expires": "2026-11-25T16:16:03Z", "amr": ["pwd"]}))]
 pub struct SessionInfo {
     pub user: UserBody,
     /// When the access token expires.
@@ -155,8 +155,8 @@ pub async fn signup(
 #[utoipa::path(post, path = "/api/auth/signin", tag = "auth",
     request_body = SigninRequest,
     responses(
-        (status = 200, description = "Signed in; the session cookie is set", body = AuthResponse,
-            headers(("Set-Cookie" = String, description = "The session cookie"))),
+        (status = 200, description = "Signed in (`{user, session}`; the session cookie is set), or, when the user has MFA on, `{mfaRequired: true, mfaToken, ...}` with no session and no cookie: complete it with `POST /api/auth/mfa/verify`", body = SignInResponse,
+            headers(("Set-Cookie" = String, description = "The session cookie (not with `mfaRequired`)"))),
         problems::JsonBody, problems::Limited, problems::Stored,
         (status = 401, description = "`invalid_credentials`: unknown email, wrong password, or an account without a password (`unauthenticated` if the account was deleted meanwhile)"),
         (status = 403, description = "`origin_forbidden`: the `Origin` header names a site that is not allowed"),

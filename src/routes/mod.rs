@@ -15,6 +15,7 @@ pub mod generate;
 pub mod health;
 pub mod json;
 pub mod jwks;
+pub mod mfa;
 pub mod oauth;
 pub mod problems;
 pub mod sessions;
@@ -50,6 +51,11 @@ operations![
     user::update_user,
     user::delete_user,
     user::change_password,
+    mfa::enrol_totp,
+    mfa::confirm_totp,
+    mfa::disable_mfa,
+    mfa::regenerate_recovery_codes,
+    mfa::verify_mfa,
     api_keys::list_api_keys,
     api_keys::update_api_keys,
     api_keys::delete_api_key,
@@ -204,6 +210,7 @@ fn resource(path: &str) -> actix_web::Resource {
     "image": null,
     "providers": ["credentials"],
     "emailVerified": null,
+    "mfaEnabled": false,
     "createdAt": "2026-11-25T15:16:03.123Z",
     "updatedAt": "2026-11-25T15:16:03.123Z"
 }))]
@@ -222,6 +229,8 @@ pub struct UserBody {
     /// vouches for it); `null` until then.
     #[schema(format = DateTime, required = true)]
     pub email_verified: Option<String>,
+    /// Whether sign-ins ask for a second factor (an authenticator app code or a recovery code).
+    pub mfa_enabled: bool,
     #[schema(format = DateTime)]
     pub created_at: String,
     #[schema(format = DateTime)]
@@ -267,6 +276,7 @@ impl From<&User> for UserBody {
             email: user.email.as_str().to_owned(),
             image: user.image.clone(),
             email_verified: user.email_verified.map(rfc3339),
+            mfa_enabled: user.mfa_enabled,
             providers: user
                 .providers()
                 .into_iter()

@@ -15,7 +15,7 @@ use time::OffsetDateTime;
 use utoipa::{IntoParams, ToSchema};
 
 use super::{
-    answers::{origin, session_answer, session_cookies, AuthResponse, ClientKind},
+    answers::{origin, session_cookies, sign_in_answer, ClientKind, SignInResponse},
     json::ApiJson,
     problems, UserBody,
 };
@@ -28,7 +28,7 @@ use crate::{
     clock,
     domain::{Amr, AuthMethod, AuthProvider, Email},
     error::ApiError,
-    sessions,
+    signin::{self, SignIn},
     state::AppState,
     store::{StoreError, TokenKind},
 };
@@ -266,7 +266,7 @@ fn redirect(location: &str) -> actix_web::HttpResponseBuilder {
 #[utoipa::path(get, path = "/api/auth/callback/{provider}", tag = "oauth",
     params(("provider" = inline(super::OAuthProviderName), Path, description = "`github` or `google`"), CallbackQuery),
     responses(
-        (status = 302, description = "To the callbackUrl: with the session cookie set, or for an app callback with `?code=` (a one-time code for `POST /api/auth/token`) and no cookie; with `?error=` when the user declined",
+        (status = 302, description = "To the callbackUrl: with the session cookie set; for a user with MFA on with `?mfaToken=` (for `POST /api/auth/mfa/verify`) and no cookie; for an app callback with `?code=` (a one-time code for `POST /api/auth/token`) and no cookie; with `?error=` when the user declined",
             headers(("Location" = String, description = "The callbackUrl"))),
         problems::Stored,
         (status = 400, description = "`invalid_state` (forged, missing, expired or already used), or `validation_failed` (no `code`)"),
@@ -376,20 +376,30 @@ async fn callback(
         return Ok(redirect(&with_param(&flow.callback_url, "code", &one_time)?).finish());
     }
     let fed = Amr::one(AuthMethod::Fed);
-    let started = sessions::start(state, &origin(req, ip), &user, now, fed).await?;
-    log::info!("user {} signed in with {}", user.id, provider.as_str());
-    let mut res = redirect(&flow.callback_url);
-    for cookie in session_cookies(state, &started) {
-        res.cookie(cookie);
+    match signin::sign_in(state, &origin(req, ip), &user, now, fed).await? {
+        SignIn::Started(started) => {
+            log::info!("user {} signed in with {}", user.id, provider.as_str());
+            let mut res = redirect(&flow.callback_url);
+            for cookie in session_cookies(state, &started) {
+                res.cookie(cookie);
+            }
+            Ok(res.finish())
+        }
+        // The second step comes back to the app's page, which asks for the code.
+        SignIn::MfaRequired(challenge) => Ok(redirect(&with_param(
+            &flow.callback_url,
+            "mfaToken",
+            &challenge.token,
+        )?)
+        .finish()),
     }
-    Ok(res.finish())
 }
 
 /// Exchange an app's one-time code for a session.
 #[utoipa::path(post, path = "/api/auth/token", tag = "oauth",
     request_body = TokenRequest,
     responses(
-        (status = 200, description = "Signed in", body = AuthResponse),
+        (status = 200, description = "Signed in (`{user, session}`), or, when the user has MFA on, `{mfaRequired: true, mfaToken, ...}` with no session: complete it with `POST /api/auth/mfa/verify`", body = SignInResponse),
         problems::JsonBody, problems::Limited, problems::Stored,
         (status = 400, description = "`invalid_code` (unknown, used, older than 60 s, or the verifier does not match; a failed exchange spends the code) or `validation_failed`"),
         (status = 401, description = "`unauthenticated`: the account was deleted before its session could start"),
@@ -436,12 +446,12 @@ pub async fn exchange_code(
     let auth_time = OffsetDateTime::from_unix_timestamp(data.auth_time).unwrap_or(now);
     // The code was issued by a provider sign-in.
     let fed = Amr::one(AuthMethod::Fed);
-    let started = sessions::start(&state, &origin(&req, ip), &user, auth_time, fed).await?;
+    let signed_in = signin::sign_in(&state, &origin(&req, ip), &user, auth_time, fed).await?;
     log::info!("user {} exchanged a one-time code", user.id);
-    Ok(session_answer(
+    Ok(sign_in_answer(
         &state,
         &user,
-        &started,
+        &signed_in,
         body.client.unwrap_or_default(),
         StatusCode::OK,
     ))

@@ -52,6 +52,7 @@ impl NewUser {
             linked: linked.into_iter().collect(),
             email_verified: None,
             credential_version: 0,
+            mfa_enabled: false,
             created_at: self.created_at,
             updated_at: self.created_at,
         }
@@ -357,6 +358,88 @@ pub trait IdentityStore: Send + Sync {
     ) -> Result<bool, StoreError>;
 }
 
+/// A user's TOTP authenticator and recovery codes, as stored.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct MfaRecord {
+    /// The confirmed secret, sealed; `None` while MFA is off.
+    pub secret: Option<SealedKey>,
+    /// A secret enrolled but not confirmed yet, sealed.
+    pub pending: Option<SealedKey>,
+    /// The last TOTP time step accepted (steps at or before it are refused: no replay).
+    pub last_step: Option<i64>,
+    /// How many unused recovery codes are left.
+    pub recovery_left: u32,
+}
+
+/// Which of a user's TOTP seals.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TotpSeal {
+    Confirmed,
+    Pending,
+}
+
+/// Turning MFA on.
+#[derive(Debug, Clone, Copy)]
+pub struct MfaEnable<'a> {
+    /// The pending secret confirmed (its nonce): a secret enrolled again meanwhile is not it.
+    pub pending_nonce: &'a [u8],
+    /// The time step of the confirming code, accepted once like any other.
+    pub step: i64,
+    /// The HMACs of the new recovery codes.
+    pub recovery: &'a [String],
+    /// The session that confirmed: it stays (if still live); every other session ends.
+    pub keep: Uuid,
+}
+
+#[async_trait]
+pub trait MfaStore: Send + Sync {
+    /// The user's TOTP record; `None` when the user has none (never enrolled, or turned off).
+    async fn mfa(&self, user: UserId) -> Result<Option<MfaRecord>, StoreError>;
+    /// Stores a pending secret, replacing one there; false (nothing stored) when MFA is on or the
+    /// user is gone.
+    async fn set_pending_totp(&self, user: UserId, sealed: &SealedKey)
+        -> Result<bool, StoreError>;
+    /// Turns MFA on in one step: the pending secret becomes the secret, `step` the last accepted,
+    /// the recovery codes are replaced, the credential version moves (a sign-in in flight with
+    /// one factor starts no session) and every session but `keep` ends. False (nothing changed)
+    /// when that secret is no longer pending, MFA is on, or `keep` has ended.
+    async fn enable_mfa(&self, user: UserId, enable: MfaEnable<'_>) -> Result<bool, StoreError>;
+    /// Turns MFA off: removes the secret, a pending one and the recovery codes. False when it was
+    /// off.
+    async fn disable_mfa(&self, user: UserId) -> Result<bool, StoreError>;
+    /// Records `step` as the last accepted TOTP step only if MFA is on and `step` is later than
+    /// the last accepted; false otherwise (a replay, or a concurrent use of the same code). Of N
+    /// concurrent callers with one step, exactly one gets true.
+    async fn accept_totp_step(&self, user: UserId, step: i64) -> Result<bool, StoreError>;
+    /// Spends the unused recovery code whose HMAC is `hash`: how many are left, or `None` when it
+    /// is not one (unknown, spent, or MFA off). Of concurrent callers at most one spends it.
+    async fn spend_recovery_code(&self, user: UserId, hash: &str)
+        -> Result<Option<u32>, StoreError>;
+    /// Replaces every recovery code while MFA is on; false when it is off.
+    async fn replace_recovery_codes(
+        &self,
+        user: UserId,
+        hashes: &[String],
+    ) -> Result<bool, StoreError>;
+    /// Users with a sealed TOTP secret (confirmed or pending), ordered by id, after `after`, at
+    /// most `limit` of them: for key rotation.
+    async fn totp_page(
+        &self,
+        after: Option<UserId>,
+        limit: u32,
+    ) -> Result<Vec<(UserId, Vec<(TotpSeal, SealedKey)>)>, StoreError>;
+    /// Replaces one seal only if it still carries `expected_nonce`. True when replaced.
+    async fn reseal_totp(
+        &self,
+        user: UserId,
+        which: TotpSeal,
+        expected_nonce: &[u8],
+        sealed: &SealedKey,
+    ) -> Result<bool, StoreError>;
+    /// How many TOTP seals are stored in all.
+    async fn count_totp(&self) -> Result<u64, StoreError>;
+}
+
 /// What a single-use secret is for: a token of one kind never passes for another.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum TokenKind {
@@ -370,6 +453,8 @@ pub enum TokenKind {
     PasswordReset,
     /// A spent refresh token, remembered to recognise its reuse.
     RefreshSpent,
+    /// The second step of a sign-in: an `mfaToken`, spent by `POST /api/auth/mfa/verify`.
+    MfaPending,
 }
 
 impl TokenKind {
@@ -381,6 +466,7 @@ impl TokenKind {
             Self::VerifyEmail => "verify_email",
             Self::PasswordReset => "password_reset",
             Self::RefreshSpent => "refresh_spent",
+            Self::MfaPending => "mfa_pending",
         }
     }
 }
@@ -424,7 +510,7 @@ pub trait TokenStore: Send + Sync {
 /// Everything the service keeps, behind one object.
 #[async_trait]
 pub trait Store:
-    UserStore + SessionStore + RateLimitStore + KeyStore + IdentityStore + TokenStore
+    UserStore + SessionStore + RateLimitStore + KeyStore + IdentityStore + TokenStore + MfaStore
 {
     /// Round-trips to the database; `Unavailable` when it does not answer.
     async fn ping(&self) -> Result<(), StoreError>;

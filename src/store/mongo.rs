@@ -20,7 +20,7 @@ use time::OffsetDateTime;
 use uuid::Uuid;
 
 use super::{
-    CredentialChange, EventSlot, EventWindow, IdentityStore, KeyChange, KeyStore, NewUser,
+    CredentialChange, EventSlot, MfaEnable, MfaRecord, MfaStore, TotpSeal, EventWindow, IdentityStore, KeyChange, KeyStore, NewUser,
     ProfileUpdate, RateLimitStore, RefreshState, Reserved, SessionRecord, SessionStore, Store,
     StoreError, StoredKey, TokenKind, TokenRecord, TokenStore, UserStore,
 };
@@ -32,7 +32,7 @@ use crate::{
 mod docs;
 
 use docs::{
-    to_bson, AccountDoc, KeyEntry, RateEvent, RateWindowDoc, SealedDoc, SessionDoc, SessionEntry,
+    to_bson, AccountDoc, KeyEntry, MfaDoc, UserMfa, RateEvent, RateWindowDoc, SealedDoc, SessionDoc, SessionEntry,
     SessionOwner, TokenDoc, UserDoc, UserKeys, UserParts,
 };
 
@@ -1015,6 +1015,234 @@ impl KeyStore for MongoStore {
             .await?;
         let docs: Vec<UserKeys> = self.bounded(cursor.try_collect()).await?;
         Ok(docs.iter().map(|d| d.api_keys.len() as u64).sum())
+    }
+}
+
+/// A filter on a user document with MFA on.
+fn mfa_on(uid: &str) -> Document {
+    doc! {"_id": uid, "mfa.secret": {"$ne": null}}
+}
+
+#[async_trait]
+impl MfaStore for MongoStore {
+    async fn mfa(&self, user: UserId) -> Result<Option<MfaRecord>, StoreError> {
+        let found = self
+            .bounded(
+                self.users()
+                    .clone_with_type::<UserMfa>()
+                    .find_one(doc! {"_id": user.to_string()})
+                    .projection(doc! {"mfa": 1}),
+            )
+            .await?;
+        found.and_then(|d| d.mfa).map(MfaDoc::record).transpose()
+    }
+
+    async fn set_pending_totp(
+        &self,
+        user: UserId,
+        sealed: &SealedKey,
+    ) -> Result<bool, StoreError> {
+        let result = self
+            .bounded(self.users().update_one(
+                doc! {"_id": user.to_string(), "mfa.secret": null},
+                doc! {"$set": {"mfa.pending": to_bson(&SealedDoc::new(sealed))?}},
+            ))
+            .await?;
+        Ok(result.matched_count == 1)
+    }
+
+    async fn enable_mfa(&self, user: UserId, enable: MfaEnable<'_>) -> Result<bool, StoreError> {
+        let uid = user.to_string();
+        let keep = enable.keep;
+        // One update of the user document turns MFA on, moves the version and ends the other
+        // sessions (their entries), as a password change does.
+        for _ in 0..5 {
+            let Some(user_doc) = self
+                .bounded(
+                    self.user_parts()
+                        .find_one(doc! {"_id": &uid})
+                        .projection(doc! {"sessions": 1, "credVersion": 1, "mfa": 1}),
+                )
+                .await?
+            else {
+                return Ok(false);
+            };
+            let mfa = user_doc.mfa.clone().unwrap_or_default();
+            let pending = match mfa.pending {
+                Some(p) if mfa.secret.is_none() && p.nonce.bytes == enable.pending_nonce => p,
+                _ => return Ok(false),
+            };
+            let Some((sid, entry)) = user_doc.sessions.iter().find(|(sid, _)| *sid == keep)
+            else {
+                return Ok(false);
+            };
+            let ended: Vec<String> = user_doc
+                .sessions
+                .iter()
+                .map(|(sid, _)| sid)
+                .filter(|sid| *sid != keep)
+                .map(|sid| sid.to_string())
+                .collect();
+            let mut filter = at_version(&uid, user_doc.credential_version());
+            filter.insert("mfa.secret", Bson::Null);
+            filter.insert("mfa.pending.nonce", binary(enable.pending_nonce));
+            filter.insert(entry_path(sid), doc! {"$exists": true});
+            let update = doc! {
+                "$set": {
+                    "mfa.secret": to_bson(&pending)?,
+                    "mfa.lastStep": enable.step,
+                    "mfa.recovery": enable.recovery.to_vec(),
+                    "sessions": {sid.hyphenated().to_string(): to_bson(entry)?},
+                },
+                "$unset": {"mfa.pending": ""},
+                "$inc": {"credVersion": 1i64},
+            };
+            let result = self
+                .bounded(self.users().update_one(filter, update))
+                .await?;
+            if result.matched_count != 1 {
+                // The document changed meanwhile: look again.
+                continue;
+            }
+            self.bounded(
+                self.sessions()
+                    .delete_many(doc! {"userId": &uid, "_id": {"$in": ended}}),
+            )
+            .await?;
+            return Ok(true);
+        }
+        Err(StoreError::Unavailable(anyhow!(
+            "the user's document kept changing while MFA was turned on"
+        )))
+    }
+
+    async fn disable_mfa(&self, user: UserId) -> Result<bool, StoreError> {
+        let result = self
+            .bounded(self.users().update_one(
+                mfa_on(&user.to_string()),
+                doc! {"$unset": {"mfa": ""}},
+            ))
+            .await?;
+        Ok(result.matched_count == 1)
+    }
+
+    async fn accept_totp_step(&self, user: UserId, step: i64) -> Result<bool, StoreError> {
+        let mut filter = mfa_on(&user.to_string());
+        filter.insert(
+            "$or",
+            vec![
+                doc! {"mfa.lastStep": null},
+                doc! {"mfa.lastStep": {"$lt": step}},
+            ],
+        );
+        let result = self
+            .bounded(
+                self.users()
+                    .update_one(filter, doc! {"$set": {"mfa.lastStep": step}}),
+            )
+            .await?;
+        Ok(result.matched_count == 1)
+    }
+
+    async fn spend_recovery_code(
+        &self,
+        user: UserId,
+        hash: &str,
+    ) -> Result<Option<u32>, StoreError> {
+        let uid = user.to_string();
+        let mut filter = mfa_on(&uid);
+        filter.insert("mfa.recovery", hash);
+        let result = self
+            .bounded(
+                self.users()
+                    .update_one(filter, doc! {"$pull": {"mfa.recovery": hash}}),
+            )
+            .await?;
+        if result.matched_count != 1 {
+            return Ok(None);
+        }
+        Ok(Some(
+            self.mfa(user).await?.map_or(0, |m| m.recovery_left),
+        ))
+    }
+
+    async fn replace_recovery_codes(
+        &self,
+        user: UserId,
+        hashes: &[String],
+    ) -> Result<bool, StoreError> {
+        let result = self
+            .bounded(self.users().update_one(
+                mfa_on(&user.to_string()),
+                doc! {"$set": {"mfa.recovery": hashes.to_vec()}},
+            ))
+            .await?;
+        Ok(result.matched_count == 1)
+    }
+
+    async fn totp_page(
+        &self,
+        after: Option<UserId>,
+        limit: u32,
+    ) -> Result<Vec<(UserId, Vec<(TotpSeal, SealedKey)>)>, StoreError> {
+        // MongoDB reads a limit of 0 as "no limit".
+        if limit == 0 {
+            return Ok(Vec::new());
+        }
+        let mut filter = doc! {"$or": [{"mfa.secret": {"$ne": null}}, {"mfa.pending": {"$ne": null}}]};
+        if let Some(after) = after {
+            filter.insert("_id", doc! {"$gt": after.to_string()});
+        }
+        let cursor = self
+            .bounded(
+                self.users()
+                    .clone_with_type::<UserMfa>()
+                    .find(filter)
+                    .projection(doc! {"mfa": 1})
+                    .sort(doc! {"_id": 1})
+                    .limit(i64::from(limit)),
+            )
+            .await?;
+        let docs: Vec<UserMfa> = self.bounded(cursor.try_collect()).await?;
+        docs.into_iter()
+            .map(|d| {
+                let Ok(id) = d.id.parse::<UserId>() else {
+                    return Err(StoreError::Other(anyhow!("a user document has a bad _id")));
+                };
+                Ok((id, d.mfa.map_or(Ok(Vec::new()), MfaDoc::seals)?))
+            })
+            .collect()
+    }
+
+    async fn reseal_totp(
+        &self,
+        user: UserId,
+        which: TotpSeal,
+        expected_nonce: &[u8],
+        sealed: &SealedKey,
+    ) -> Result<bool, StoreError> {
+        let path = match which {
+            TotpSeal::Confirmed => "mfa.secret",
+            TotpSeal::Pending => "mfa.pending",
+        };
+        let filter =
+            doc! {"_id": user.to_string(), format!("{path}.nonce"): binary(expected_nonce)};
+        let update = doc! {"$set": {path: to_bson(&SealedDoc::new(sealed))?}};
+        let result = self
+            .bounded(self.users().update_one(filter, update))
+            .await?;
+        Ok(result.matched_count == 1)
+    }
+
+    async fn count_totp(&self) -> Result<u64, StoreError> {
+        let users = self.users();
+        let secrets = self
+            .bounded(users.count_documents(doc! {"mfa.secret": {"$ne": null}}))
+            .await?;
+        let pending = self
+            .bounded(users.count_documents(doc! {"mfa.pending": {"$ne": null}}))
+            .await?;
+        Ok(secrets + pending)
     }
 }
 

@@ -15,7 +15,7 @@ use tokio::sync::Semaphore;
 use uuid::Uuid;
 
 use super::{
-    CredentialChange, EventSlot, EventWindow, IdentityStore, KeyChange, KeyStore, NewUser,
+    CredentialChange, EventSlot, MfaEnable, MfaRecord, MfaStore, TotpSeal, EventWindow, IdentityStore, KeyChange, KeyStore, NewUser,
     ProfileUpdate, RateLimitStore, RefreshState, Reserved, SessionRecord, SessionStore, Store,
     StoreError, StoredKey, TokenKind, TokenRecord, TokenStore, UserStore, MAX_LIVE_SESSIONS,
 };
@@ -32,6 +32,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("../../migrations/sqlite/0005_refresh_tokens.sql"),
     include_str!("../../migrations/sqlite/0006_credential_version.sql"),
     include_str!("../../migrations/sqlite/0007_session_amr.sql"),
+    include_str!("../../migrations/sqlite/0008_mfa.sql"),
 ];
 const MAX_CONNECTIONS: usize = 8;
 
@@ -273,7 +274,10 @@ macro_rules! user_columns {
             $t,
             ".email_verified_at, ",
             $t,
-            ".credential_version"
+            ".credential_version, ",
+            "EXISTS (SELECT 1 FROM mfa WHERE mfa.user_id = ",
+            $t,
+            ".id AND mfa.secret_nonce IS NOT NULL)"
         )
     };
 }
@@ -336,6 +340,7 @@ fn user_from_row_at(row: &Row<'_>, at: usize) -> rusqlite::Result<User> {
         linked,
         email_verified: row.get::<_, Option<i64>>(at + 8)?.map(from_millis),
         credential_version: row.get::<_, i64>(at + 9)? as u64,
+        mfa_enabled: row.get(at + 10)?,
     })
 }
 
@@ -1085,6 +1090,283 @@ impl KeyStore for SqliteStore {
             conn.query_row("SELECT count(*) FROM api_keys", [], |row| {
                 row.get::<_, i64>(0)
             })
+            .map(|n| n as u64)
+        })
+        .await
+    }
+}
+
+/// A seal from three nullable columns starting at `at`.
+fn seal_at(row: &Row<'_>, at: usize) -> rusqlite::Result<Option<SealedKey>> {
+    let key_id: Option<String> = row.get(at)?;
+    let nonce: Option<Vec<u8>> = row.get(at + 1)?;
+    let ciphertext: Option<Vec<u8>> = row.get(at + 2)?;
+    Ok(match (key_id, nonce, ciphertext) {
+        (Some(key_id), Some(nonce), Some(ciphertext)) => Some(SealedKey {
+            key_id,
+            nonce,
+            ciphertext,
+        }),
+        _ => None,
+    })
+}
+
+fn parse_user_id(raw: &str) -> rusqlite::Result<UserId> {
+    raw.parse().map_err(|_| {
+        rusqlite::Error::FromSqlConversionFailure(
+            0,
+            rusqlite::types::Type::Text,
+            "stored user id is invalid".into(),
+        )
+    })
+}
+
+/// Whether the user has MFA on, inside a transaction.
+fn mfa_on(conn: &Connection, user: &str) -> rusqlite::Result<bool> {
+    conn.prepare_cached("SELECT 1 FROM mfa WHERE user_id = ?1 AND secret_nonce IS NOT NULL")?
+        .exists([user])
+}
+
+fn insert_recovery_codes(conn: &Connection, user: &str, hashes: &[String]) -> rusqlite::Result<()> {
+    conn.prepare_cached("DELETE FROM recovery_codes WHERE user_id = ?1")?
+        .execute([user])?;
+    let mut insert = conn.prepare_cached(
+        "INSERT OR IGNORE INTO recovery_codes (user_id, code_hash) VALUES (?1, ?2)",
+    )?;
+    for hash in hashes {
+        insert.execute(params![user, hash])?;
+    }
+    Ok(())
+}
+
+#[async_trait]
+impl MfaStore for SqliteStore {
+    async fn mfa(&self, user: UserId) -> Result<Option<MfaRecord>, StoreError> {
+        let user = user.to_string();
+        self.read(move |conn| {
+            conn.prepare_cached(
+                "SELECT secret_key_id, secret_nonce, secret_ciphertext, \
+                   pending_key_id, pending_nonce, pending_ciphertext, last_step, \
+                   (SELECT count(*) FROM recovery_codes r WHERE r.user_id = mfa.user_id) \
+                 FROM mfa WHERE user_id = ?1",
+            )?
+            .query_row([&user], |row| {
+                Ok(MfaRecord {
+                    secret: seal_at(row, 0)?,
+                    pending: seal_at(row, 3)?,
+                    last_step: row.get(6)?,
+                    recovery_left: row.get::<_, i64>(7)? as u32,
+                })
+            })
+            .optional()
+        })
+        .await
+    }
+
+    async fn set_pending_totp(
+        &self,
+        user: UserId,
+        sealed: &SealedKey,
+    ) -> Result<bool, StoreError> {
+        let sealed = sealed.clone();
+        self.run(move |conn| {
+            let n = conn
+                .prepare_cached(
+                    "INSERT INTO mfa (user_id, pending_key_id, pending_nonce, pending_ciphertext) \
+                     SELECT ?1, ?2, ?3, ?4 WHERE EXISTS (SELECT 1 FROM users WHERE id = ?1) \
+                     ON CONFLICT (user_id) DO UPDATE SET pending_key_id = excluded.pending_key_id, \
+                       pending_nonce = excluded.pending_nonce, \
+                       pending_ciphertext = excluded.pending_ciphertext \
+                     WHERE mfa.secret_nonce IS NULL",
+                )?
+                .execute(params![
+                    user.to_string(),
+                    sealed.key_id,
+                    sealed.nonce,
+                    sealed.ciphertext
+                ])?;
+            Ok(n == 1)
+        })
+        .await
+    }
+
+    async fn enable_mfa(&self, user: UserId, enable: MfaEnable<'_>) -> Result<bool, StoreError> {
+        let nonce = enable.pending_nonce.to_vec();
+        let recovery = enable.recovery.to_vec();
+        let (step, keep) = (enable.step, enable.keep.to_string());
+        self.run(move |conn| {
+            let user = user.to_string();
+            let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+            let changed = tx
+                .prepare_cached(
+                    "UPDATE mfa SET secret_key_id = pending_key_id, secret_nonce = pending_nonce, \
+                       secret_ciphertext = pending_ciphertext, pending_key_id = NULL, \
+                       pending_nonce = NULL, pending_ciphertext = NULL, last_step = ?3 \
+                     WHERE user_id = ?1 AND pending_nonce = ?2 AND secret_nonce IS NULL \
+                       AND EXISTS (SELECT 1 FROM sessions WHERE id = ?4 AND user_id = ?1)",
+                )?
+                .execute(params![user, nonce, step, keep])?;
+            if changed == 1 {
+                insert_recovery_codes(&tx, &user, &recovery)?;
+                tx.prepare_cached(
+                    "UPDATE users SET credential_version = credential_version + 1 WHERE id = ?1",
+                )?
+                .execute([&user])?;
+                tx.prepare_cached("DELETE FROM sessions WHERE user_id = ?1 AND id IS NOT ?2")?
+                    .execute(params![user, keep])?;
+            }
+            tx.commit()?;
+            Ok(changed == 1)
+        })
+        .await
+    }
+
+    async fn disable_mfa(&self, user: UserId) -> Result<bool, StoreError> {
+        self.run(move |conn| {
+            let user = user.to_string();
+            let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+            let n = tx
+                .prepare_cached("DELETE FROM mfa WHERE user_id = ?1 AND secret_nonce IS NOT NULL")?
+                .execute([&user])?;
+            if n == 1 {
+                tx.prepare_cached("DELETE FROM recovery_codes WHERE user_id = ?1")?
+                    .execute([&user])?;
+            }
+            tx.commit()?;
+            Ok(n == 1)
+        })
+        .await
+    }
+
+    async fn accept_totp_step(&self, user: UserId, step: i64) -> Result<bool, StoreError> {
+        self.run(move |conn| {
+            let n = conn
+                .prepare_cached(
+                    "UPDATE mfa SET last_step = ?2 WHERE user_id = ?1 \
+                     AND secret_nonce IS NOT NULL AND (last_step IS NULL OR last_step < ?2)",
+                )?
+                .execute(params![user.to_string(), step])?;
+            Ok(n == 1)
+        })
+        .await
+    }
+
+    async fn spend_recovery_code(
+        &self,
+        user: UserId,
+        hash: &str,
+    ) -> Result<Option<u32>, StoreError> {
+        let hash = hash.to_owned();
+        self.run(move |conn| {
+            let user = user.to_string();
+            let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+            if !mfa_on(&tx, &user)? {
+                return Ok(None);
+            }
+            let n = tx
+                .prepare_cached("DELETE FROM recovery_codes WHERE user_id = ?1 AND code_hash = ?2")?
+                .execute(params![user, hash])?;
+            let left = if n == 1 {
+                let left: i64 = tx
+                    .prepare_cached("SELECT count(*) FROM recovery_codes WHERE user_id = ?1")?
+                    .query_row([&user], |row| row.get(0))?;
+                Some(left as u32)
+            } else {
+                None
+            };
+            tx.commit()?;
+            Ok(left)
+        })
+        .await
+    }
+
+    async fn replace_recovery_codes(
+        &self,
+        user: UserId,
+        hashes: &[String],
+    ) -> Result<bool, StoreError> {
+        let hashes = hashes.to_vec();
+        self.run(move |conn| {
+            let user = user.to_string();
+            let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+            if !mfa_on(&tx, &user)? {
+                return Ok(false);
+            }
+            insert_recovery_codes(&tx, &user, &hashes)?;
+            tx.commit()?;
+            Ok(true)
+        })
+        .await
+    }
+
+    async fn totp_page(
+        &self,
+        after: Option<UserId>,
+        limit: u32,
+    ) -> Result<Vec<(UserId, Vec<(TotpSeal, SealedKey)>)>, StoreError> {
+        self.run(move |conn| {
+            let after = after.map(|id| id.to_string()).unwrap_or_default();
+            let mut stmt = conn.prepare_cached(
+                "SELECT user_id, secret_key_id, secret_nonce, secret_ciphertext, \
+                   pending_key_id, pending_nonce, pending_ciphertext FROM mfa \
+                 WHERE user_id > ?1 AND (secret_nonce IS NOT NULL OR pending_nonce IS NOT NULL) \
+                 ORDER BY user_id LIMIT ?2",
+            )?;
+            let rows = stmt.query_map(params![after, limit], |row| {
+                let id: String = row.get(0)?;
+                let mut seals = Vec::with_capacity(2);
+                if let Some(s) = seal_at(row, 1)? {
+                    seals.push((TotpSeal::Confirmed, s));
+                }
+                if let Some(s) = seal_at(row, 4)? {
+                    seals.push((TotpSeal::Pending, s));
+                }
+                Ok((parse_user_id(&id)?, seals))
+            })?;
+            rows.collect()
+        })
+        .await
+    }
+
+    async fn reseal_totp(
+        &self,
+        user: UserId,
+        which: TotpSeal,
+        expected_nonce: &[u8],
+        sealed: &SealedKey,
+    ) -> Result<bool, StoreError> {
+        let expected = expected_nonce.to_vec();
+        let sealed = sealed.clone();
+        self.run(move |conn| {
+            let sql = match which {
+                TotpSeal::Confirmed => {
+                    "UPDATE mfa SET secret_key_id = ?3, secret_nonce = ?4, secret_ciphertext = ?5 \
+                     WHERE user_id = ?1 AND secret_nonce = ?2"
+                }
+                TotpSeal::Pending => {
+                    "UPDATE mfa SET pending_key_id = ?3, pending_nonce = ?4, pending_ciphertext = ?5 \
+                     WHERE user_id = ?1 AND pending_nonce = ?2"
+                }
+            };
+            let n = conn.prepare_cached(sql)?.execute(params![
+                user.to_string(),
+                expected,
+                sealed.key_id,
+                sealed.nonce,
+                sealed.ciphertext
+            ])?;
+            Ok(n == 1)
+        })
+        .await
+    }
+
+    async fn count_totp(&self) -> Result<u64, StoreError> {
+        self.run(|conn| {
+            conn.query_row(
+                "SELECT count(secret_nonce) + count(pending_nonce) FROM mfa",
+                [],
+                |row| row.get::<_, i64>(0),
+            )
             .map(|n| n as u64)
         })
         .await

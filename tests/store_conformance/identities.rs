@@ -31,6 +31,7 @@ async fn create_user_with_identity_creates_a_user_linked_to_it_and_found_by_it(
         linked: vec![AuthProvider::Github],
         email_verified: None,
         credential_version: 0,
+        mfa_enabled: false,
         created_at: at,
         updated_at: at,
     };

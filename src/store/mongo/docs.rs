@@ -14,7 +14,7 @@ use super::{bdt, binary, odt};
 use crate::{
     domain::{Amr, AuthProvider, Email, KeyProvider, SealedKey, User, UserId, UserName},
     store::{
-        EventWindow, NewUser, RefreshState, SessionRecord, StoreError, StoredKey, TokenKind,
+        EventWindow, MfaRecord, NewUser, TotpSeal, RefreshState, SessionRecord, StoreError, StoredKey, TokenKind,
         TokenRecord, MAX_LIVE_SESSIONS,
     },
 };
@@ -74,6 +74,69 @@ pub(super) struct UserDoc {
     pub sessions: Sessions,
     #[serde(default, skip_serializing_if = "ApiKeys::is_empty")]
     pub api_keys: ApiKeys,
+    /// The TOTP authenticator and recovery codes; set by updates. Read strictly: a document
+    /// that does not read as one fails, rather than reading as MFA off.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mfa: Option<MfaDoc>,
+}
+
+/// A user document's `mfa`: MFA is on exactly when `secret` is set.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub(super) struct MfaDoc {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub secret: Option<SealedDoc>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pending: Option<SealedDoc>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_step: Option<i64>,
+    /// HMACs of the unused recovery codes.
+    #[serde(default)]
+    pub recovery: Vec<String>,
+}
+
+impl MfaDoc {
+    pub fn enabled(&self) -> bool {
+        self.secret.is_some()
+    }
+
+    /// The record, unless a seal's binary is not generic.
+    pub fn record(self) -> Result<MfaRecord, StoreError> {
+        let seal = |s: Option<SealedDoc>| -> Result<Option<SealedKey>, StoreError> {
+            s.map(|s| {
+                s.sealed()
+                    .ok_or_else(|| StoreError::Other(anyhow!("reading a TOTP seal: a binary is not generic")))
+            })
+            .transpose()
+        };
+        Ok(MfaRecord {
+            secret: seal(self.secret)?,
+            pending: seal(self.pending)?,
+            last_step: self.last_step,
+            recovery_left: self.recovery.len() as u32,
+        })
+    }
+
+    /// The seals there are, for rotation.
+    pub fn seals(self) -> Result<Vec<(TotpSeal, SealedKey)>, StoreError> {
+        let record = self.record()?;
+        Ok([
+            record.secret.map(|s| (TotpSeal::Confirmed, s)),
+            record.pending.map(|s| (TotpSeal::Pending, s)),
+        ]
+        .into_iter()
+        .flatten()
+        .collect())
+    }
+}
+
+/// The `_id` and `mfa` of a user document (a projection).
+#[derive(Debug, Deserialize)]
+pub(super) struct UserMfa {
+    #[serde(rename = "_id")]
+    pub id: String,
+    #[serde(default)]
+    pub mfa: Option<MfaDoc>,
 }
 
 impl UserDoc {
@@ -93,6 +156,7 @@ impl UserDoc {
             updated_at: at,
             sessions: Sessions::default(),
             api_keys: ApiKeys::default(),
+            mfa: None,
         }
     }
 }
@@ -118,6 +182,7 @@ impl TryFrom<UserDoc> for User {
                 linked,
                 email_verified: d.email_verified.map(odt),
                 credential_version: version(d.cred_version),
+                mfa_enabled: d.mfa.as_ref().is_some_and(MfaDoc::enabled),
                 created_at: odt(d.created_at),
                 updated_at: odt(d.updated_at),
             })
@@ -141,6 +206,8 @@ pub(super) struct UserParts {
     pub providers: Vec<String>,
     #[serde(default, deserialize_with = "lenient")]
     pub password: Option<String>,
+    #[serde(default)]
+    pub mfa: Option<MfaDoc>,
 }
 
 impl UserParts {
