@@ -42,11 +42,13 @@ async fn get_user_returns_the_profile(backend: Backend) {
             "emailVerified",
             "id",
             "image",
+            "mfaEnabled",
             "name",
             "providers",
             "updatedAt"
         ]
     );
+    assert_eq!(body["mfaEnabled"], false);
 }
 
 async fn patch_user_changes_name_and_image_and_bumps_updated_at(backend: Backend) {
