@@ -65,6 +65,7 @@ mod api_keys;
 mod credentials;
 mod health;
 mod identities;
+mod mfa;
 mod rate_limits;
 mod sessions;
 mod tokens;
