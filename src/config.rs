@@ -479,7 +479,11 @@ impl Settings {
             refresh_grace: Duration::from_secs(vars.number(var::REFRESH_GRACE_SECS, 0, 300)?),
             mfa_issuer: vars.parse(var::MFA_ISSUER, |v| {
                 let v = v.trim();
-                if v.is_empty() || v.chars().count() > 64 || v.contains(':') || v.chars().any(char::is_control) {
+                if v.is_empty()
+                    || v.chars().count() > 64
+                    || v.contains(':')
+                    || v.chars().any(char::is_control)
+                {
                     Err("must be 1-64 characters without a colon or control characters".to_owned())
                 } else {
                     Ok(v.to_owned())

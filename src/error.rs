@@ -100,6 +100,9 @@ api_errors! {
         "The sign-in provider failed or sent an answer that did not verify; try again.";
     InvalidCode => "invalid_code", BAD_REQUEST, "Invalid one-time code",
         "The code is unknown, used, expired, or the code verifier does not match.";
+    /// A wrong or used code confirming an enrolment or a change to MFA of the signed-in user.
+    BadMfaCode => "invalid_code", BAD_REQUEST, "Invalid code",
+        "The authenticator or recovery code is wrong or was used already, or no enrolment is pending.";
     /// A wrong second-factor code at sign-in (`POST /api/auth/mfa/verify`).
     WrongCode => "invalid_code", UNAUTHORIZED, "Invalid code",
         "The authenticator or recovery code is wrong or was used already.";
@@ -387,6 +390,7 @@ mod tests {
             ApiError::ProviderError,
             ApiError::InvalidCode,
             ApiError::WrongCode,
+            ApiError::BadMfaCode,
             ApiError::MfaAlreadyEnabled,
             ApiError::InvalidMfaToken,
             ApiError::LastSignInMethod,

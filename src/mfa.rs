@@ -7,15 +7,13 @@
 //! and HMAC-SHA-256 digests of the unused recovery codes keyed with a key derived from the server
 //! secret. An `mfaToken` is a single-use secret stored by its hash, like a mailed link.
 
-use hmac::{Hmac, Mac};
 use secrecy::{ExposeSecret, SecretString};
 use serde::{Deserialize, Serialize};
-use sha2::Sha256;
 use time::OffsetDateTime;
 use totp_rs::{Builder, Secret, Totp};
 
 use crate::{
-    auth::{ClientIp, CurrentUser},
+    auth::{csrf::hmac_sha256, ClientIp, CurrentUser},
     clock,
     domain::{Amr, AuthMethod, User, UserId},
     error::ApiError,
@@ -35,8 +33,6 @@ pub const RECOVERY_CODES: usize = 10;
 const RECOVERY_LEN: usize = 12;
 const STEP_SECS: u64 = 30;
 
-type HmacSha256 = Hmac<Sha256>;
-
 /// The key recovery codes are stored under, derived from the server secret: a database dump
 /// alone cannot be searched for them (a plain hash of 60 bits could be).
 pub struct MfaKeys {
@@ -45,25 +41,18 @@ pub struct MfaKeys {
 
 impl MfaKeys {
     pub fn derive(server_secret: &SecretString) -> Self {
-        let mut mac = HmacSha256::new_from_slice(server_secret.expose_secret().as_bytes())
-            .expect("HMAC takes keys of any length");
-        mac.update(b"authvault/recovery-codes/v1");
         Self {
-            recovery: mac.finalize().into_bytes().into(),
+            recovery: hmac_sha256(
+                server_secret.expose_secret().as_bytes(),
+                b"authvault/recovery-codes/v1",
+            ),
         }
     }
 
     /// The stored form of a normalised recovery code of `user`.
     fn recovery_hash(&self, user: UserId, code: &str) -> String {
-        let mut mac = HmacSha256::new_from_slice(&self.recovery).expect("any key length");
-        mac.update(user.to_string().as_bytes());
-        mac.update(&[0]);
-        mac.update(code.as_bytes());
-        mac.finalize()
-            .into_bytes()
-            .iter()
-            .map(|b| format!("{b:02x}"))
-            .collect()
+        let message = format!("{user}\0{code}");
+        data_encoding::HEXLOWER.encode(&hmac_sha256(&self.recovery, message.as_bytes()))
     }
 }
 
@@ -97,16 +86,16 @@ pub struct Enrolment {
 }
 
 /// The `otpauth://` URL authenticator apps read (the Key Uri Format of Google Authenticator).
-fn otpauth_url(issuer: &str, email: &str, secret: &str) -> String {
-    let mut url = url::Url::parse("otpauth://totp/").expect("a valid base");
-    url.set_path(&format!("{}:{}", label_part(issuer), label_part(email)));
+fn otpauth_url(issuer: &str, email: &str, secret: &str) -> Result<String, ApiError> {
+    let label = format!("{}:{}", label_part(issuer), label_part(email));
+    let mut url = url::Url::parse(&format!("otpauth://totp/{label}")).map_err(ApiError::internal)?;
     url.query_pairs_mut()
         .append_pair("secret", secret)
         .append_pair("issuer", issuer)
         .append_pair("algorithm", "SHA1")
         .append_pair("digits", "6")
         .append_pair("period", "30");
-    url.to_string()
+    Ok(url.to_string())
 }
 
 /// Percent-encodes a label part: everything but unreserved characters and `@`.
@@ -155,7 +144,7 @@ pub async fn enrol(
         &state.settings.sessions.mfa_issuer,
         user.email.as_str(),
         &secret,
-    );
+    )?;
     let qr_svg = qr_svg(&otpauth_url)?;
     log::info!("user {} started a TOTP enrolment", user.id);
     Ok(Enrolment {
@@ -176,8 +165,11 @@ fn matching_step(secret: &str, code: &str) -> Result<Option<i64>, ApiError> {
     Ok(totp.check(code, unix_now()).map(|step| step as i64))
 }
 
-fn open_secret(state: &AppState, user: UserId, sealed: &crate::domain::SealedKey)
-    -> Result<SecretString, ApiError> {
+fn open_secret(
+    state: &AppState,
+    user: UserId,
+    sealed: &crate::domain::SealedKey,
+) -> Result<SecretString, ApiError> {
     state
         .vault
         .open_secret(&seal_context(user), sealed)
@@ -219,11 +211,11 @@ pub async fn confirm(
 ) -> Result<Vec<String>, ApiError> {
     let record = state.store.mfa(user.id).await?.unwrap_or_default();
     let (Some(pending), None) = (record.pending, record.secret) else {
-        return Err(ApiError::InvalidCode);
+        return Err(ApiError::BadMfaCode);
     };
     let secret = open_secret(state, user.id, &pending)?;
     let Some(step) = matching_step(secret.expose_secret(), code.trim())? else {
-        return Err(ApiError::InvalidCode);
+        return Err(ApiError::BadMfaCode);
     };
     let (codes, hashes) = new_recovery_codes(&state.mfa, user.id);
     let enabled = state
@@ -240,7 +232,7 @@ pub async fn confirm(
         .await?;
     if !enabled {
         // Enrolled again, turned on by another request, or this session ended meanwhile.
-        return Err(ApiError::InvalidCode);
+        return Err(ApiError::BadMfaCode);
     }
     notify(
         &state.mailer,
@@ -320,7 +312,7 @@ async fn confirm_with_code(
     let check = state.limiter.check_credential(&user.email, ip).await?;
     if spend_code(state, user, code).await?.is_none() {
         // The reserved slots stand as this failure.
-        return Err(ApiError::InvalidCode);
+        return Err(ApiError::BadMfaCode);
     }
     state.limiter.passed(check).await
 }
@@ -435,14 +427,20 @@ pub async fn verify(
     let Some(mut user) = state.store.user_by_id(user_id).await? else {
         return Err(ApiError::InvalidMfaToken);
     };
-    let check = state.limiter.check_credential(&user.email, origin.ip).await?;
+    let check = state
+        .limiter
+        .check_credential(&user.email, origin.ip)
+        .await?;
     // The token's own budget of wrong codes; a token out of it is spent.
     let attempt = match state.limiter.mfa_attempt(&hash, MAX_WRONG_CODES).await {
         Ok(attempt) => attempt,
         Err(e) => {
             state.limiter.release(check).await?;
             if matches!(e, ApiError::RateLimited { .. }) {
-                state.store.take_token(TokenKind::MfaPending, &hash, now).await?;
+                state
+                    .store
+                    .take_token(TokenKind::MfaPending, &hash, now)
+                    .await?;
                 return Err(ApiError::InvalidMfaToken);
             }
             return Err(e);
@@ -456,7 +454,10 @@ pub async fn verify(
     if factor.is_none() {
         // The reserved slots stand as this failure; the last allowed one spends the token.
         if attempt.was_last {
-            state.store.take_token(TokenKind::MfaPending, &hash, now).await?;
+            state
+                .store
+                .take_token(TokenKind::MfaPending, &hash, now)
+                .await?;
         }
         log::info!("user {} sent a wrong second-factor code", user.id);
         return Err(ApiError::WrongCode);
@@ -512,12 +513,12 @@ mod tests {
 
     #[test]
     fn the_otpauth_url_has_the_contract_parameters() {
-        let url = otpauth_url("authvault", "ada+1@example.com", "JBSWY3DPEHPK3PXP");
+        let url = otpauth_url("authvault", "ada+1@example.com", "JBSWY3DPEHPK3PXP").unwrap();
         assert_eq!(
             url,
             "otpauth://totp/authvault:ada%2B1@example.com?secret=JBSWY3DPEHPK3PXP&issuer=authvault&algorithm=SHA1&digits=6&period=30"
         );
-        let url = otpauth_url("Acme Co", "a@b.c", "JBSWY3DPEHPK3PXP");
+        let url = otpauth_url("Acme Co", "a@b.c", "JBSWY3DPEHPK3PXP").unwrap();
         assert!(url.starts_with("otpauth://totp/Acme%20Co:a@b.c?"), "{url}");
         assert!(url.contains("&issuer=Acme+Co&"), "{url}");
     }
@@ -525,7 +526,10 @@ mod tests {
     #[test]
     fn codes_of_the_previous_current_and_next_step_match_and_no_others() {
         let secret = Secret::from(crate::random::bytes::<20>()).to_base32();
-        let bytes = Secret::try_from_base32(&secret).unwrap().as_bytes().to_vec();
+        let bytes = Secret::try_from_base32(&secret)
+            .unwrap()
+            .as_bytes()
+            .to_vec();
         let totp = totp(bytes).unwrap();
         let now = unix_now();
         let step = (now / STEP_SECS) as i64;

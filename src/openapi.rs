@@ -260,11 +260,23 @@ mod tests {
             codes_in("`rate_limited` (per `Origin`) or `internal`"),
             ["rate_limited", "internal"]
         );
-        assert!(error::answers_with("rate_limited", StatusCode::TOO_MANY_REQUESTS));
-        assert!(!error::answers_with("rate_limited", StatusCode::BAD_REQUEST));
-        assert!(!error::answers_with("no_such_code", StatusCode::BAD_REQUEST));
+        assert!(error::answers_with(
+            "rate_limited",
+            StatusCode::TOO_MANY_REQUESTS
+        ));
+        assert!(!error::answers_with(
+            "rate_limited",
+            StatusCode::BAD_REQUEST
+        ));
+        assert!(!error::answers_with(
+            "no_such_code",
+            StatusCode::BAD_REQUEST
+        ));
         // One code, two statuses.
         assert!(error::answers_with("invalid_code", StatusCode::BAD_REQUEST));
-        assert!(error::answers_with("invalid_code", StatusCode::UNAUTHORIZED));
+        assert!(error::answers_with(
+            "invalid_code",
+            StatusCode::UNAUTHORIZED
+        ));
     }
 }

@@ -7,14 +7,14 @@ use std::fmt;
 pub enum AuthMethod {
     /// A password.
     Pwd,
-    /// A one-time code (TOTP or a recovery code).
-    Otp,
     /// A hardware-bound key (a passkey).
     Hwk,
     /// A federated sign-in (GitHub, Google).
     Fed,
     /// A link mailed to the address.
     Email,
+    /// A one-time code (TOTP or a recovery code): a second factor, listed after the first.
+    Otp,
     /// Two factors were used.
     Mfa,
 }
@@ -60,10 +60,10 @@ impl AuthMethod {
     /// Every method, in the order `amr` lists them.
     pub const ALL: [Self; 6] = [
         Self::Pwd,
-        Self::Otp,
         Self::Hwk,
         Self::Fed,
         Self::Email,
+        Self::Otp,
         Self::Mfa,
     ];
 
@@ -124,5 +124,10 @@ mod tests {
         assert_eq!(Amr::from_stored(&amr.to_stored()), amr);
         assert_eq!(Amr::from_stored(""), Amr::default());
         assert_eq!(Amr::from_stored("pwd future"), Amr::one(AuthMethod::Pwd));
+        // The first factor comes first, whatever order it was added in.
+        let fed = Amr::one(AuthMethod::Otp)
+            .with(AuthMethod::Fed)
+            .with(AuthMethod::Mfa);
+        assert_eq!(fed.names(), ["fed", "otp", "mfa"]);
     }
 }

@@ -113,7 +113,7 @@ fn methods_schema() -> utoipa::openapi::schema::ArrayBuilder {
 #[derive(Serialize, ToSchema)]
 #[serde(untagged)]
 pub enum SignInResponse {
-    Session(AuthResponse),
+    Session(Box<AuthResponse>),
     MfaRequired(MfaRequired),
 }
 

@@ -397,8 +397,7 @@ pub trait MfaStore: Send + Sync {
     async fn mfa(&self, user: UserId) -> Result<Option<MfaRecord>, StoreError>;
     /// Stores a pending secret, replacing one there; false (nothing stored) when MFA is on or the
     /// user is gone.
-    async fn set_pending_totp(&self, user: UserId, sealed: &SealedKey)
-        -> Result<bool, StoreError>;
+    async fn set_pending_totp(&self, user: UserId, sealed: &SealedKey) -> Result<bool, StoreError>;
     /// Turns MFA on in one step: the pending secret becomes the secret, `step` the last accepted,
     /// the recovery codes are replaced, the credential version moves (a sign-in in flight with
     /// one factor starts no session) and every session but `keep` ends. False (nothing changed)
@@ -413,8 +412,11 @@ pub trait MfaStore: Send + Sync {
     async fn accept_totp_step(&self, user: UserId, step: i64) -> Result<bool, StoreError>;
     /// Spends the unused recovery code whose HMAC is `hash`: how many are left, or `None` when it
     /// is not one (unknown, spent, or MFA off). Of concurrent callers at most one spends it.
-    async fn spend_recovery_code(&self, user: UserId, hash: &str)
-        -> Result<Option<u32>, StoreError>;
+    async fn spend_recovery_code(
+        &self,
+        user: UserId,
+        hash: &str,
+    ) -> Result<Option<u32>, StoreError>;
     /// Replaces every recovery code while MFA is on; false when it is off.
     async fn replace_recovery_codes(
         &self,

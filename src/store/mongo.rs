@@ -20,9 +20,10 @@ use time::OffsetDateTime;
 use uuid::Uuid;
 
 use super::{
-    CredentialChange, EventSlot, MfaEnable, MfaRecord, MfaStore, TotpSeal, EventWindow, IdentityStore, KeyChange, KeyStore, NewUser,
-    ProfileUpdate, RateLimitStore, RefreshState, Reserved, SessionRecord, SessionStore, Store,
-    StoreError, StoredKey, TokenKind, TokenRecord, TokenStore, UserStore,
+    CredentialChange, EventSlot, EventWindow, IdentityStore, KeyChange, KeyStore, MfaEnable,
+    MfaRecord, MfaStore, NewUser, ProfileUpdate, RateLimitStore, RefreshState, Reserved,
+    SessionRecord, SessionStore, Store, StoreError, StoredKey, TokenKind, TokenRecord, TokenStore,
+    TotpSeal, UserStore,
 };
 use crate::{
     clock::{from_millis, to_millis},
@@ -32,8 +33,8 @@ use crate::{
 mod docs;
 
 use docs::{
-    to_bson, AccountDoc, KeyEntry, MfaDoc, UserMfa, RateEvent, RateWindowDoc, SealedDoc, SessionDoc, SessionEntry,
-    SessionOwner, TokenDoc, UserDoc, UserKeys, UserParts,
+    to_bson, AccountDoc, KeyEntry, MfaDoc, RateEvent, RateWindowDoc, SealedDoc, SessionDoc,
+    SessionEntry, SessionOwner, TokenDoc, UserDoc, UserKeys, UserMfa, UserParts,
 };
 
 const DEFAULT_DATABASE: &str = "authvault";
@@ -1037,11 +1038,7 @@ impl MfaStore for MongoStore {
         found.and_then(|d| d.mfa).map(MfaDoc::record).transpose()
     }
 
-    async fn set_pending_totp(
-        &self,
-        user: UserId,
-        sealed: &SealedKey,
-    ) -> Result<bool, StoreError> {
+    async fn set_pending_totp(&self, user: UserId, sealed: &SealedKey) -> Result<bool, StoreError> {
         let result = self
             .bounded(self.users().update_one(
                 doc! {"_id": user.to_string(), "mfa.secret": null},
@@ -1072,8 +1069,7 @@ impl MfaStore for MongoStore {
                 Some(p) if mfa.secret.is_none() && p.nonce.bytes == enable.pending_nonce => p,
                 _ => return Ok(false),
             };
-            let Some((sid, entry)) = user_doc.sessions.iter().find(|(sid, _)| *sid == keep)
-            else {
+            let Some((sid, entry)) = user_doc.sessions.iter().find(|(sid, _)| *sid == keep) else {
                 return Ok(false);
             };
             let ended: Vec<String> = user_doc
@@ -1118,10 +1114,10 @@ impl MfaStore for MongoStore {
 
     async fn disable_mfa(&self, user: UserId) -> Result<bool, StoreError> {
         let result = self
-            .bounded(self.users().update_one(
-                mfa_on(&user.to_string()),
-                doc! {"$unset": {"mfa": ""}},
-            ))
+            .bounded(
+                self.users()
+                    .update_one(mfa_on(&user.to_string()), doc! {"$unset": {"mfa": ""}}),
+            )
             .await?;
         Ok(result.matched_count == 1)
     }
@@ -1161,9 +1157,7 @@ impl MfaStore for MongoStore {
         if result.matched_count != 1 {
             return Ok(None);
         }
-        Ok(Some(
-            self.mfa(user).await?.map_or(0, |m| m.recovery_left),
-        ))
+        Ok(Some(self.mfa(user).await?.map_or(0, |m| m.recovery_left)))
     }
 
     async fn replace_recovery_codes(
@@ -1189,7 +1183,8 @@ impl MfaStore for MongoStore {
         if limit == 0 {
             return Ok(Vec::new());
         }
-        let mut filter = doc! {"$or": [{"mfa.secret": {"$ne": null}}, {"mfa.pending": {"$ne": null}}]};
+        let mut filter =
+            doc! {"$or": [{"mfa.secret": {"$ne": null}}, {"mfa.pending": {"$ne": null}}]};
         if let Some(after) = after {
             filter.insert("_id", doc! {"$gt": after.to_string()});
         }

@@ -15,9 +15,10 @@ use tokio::sync::Semaphore;
 use uuid::Uuid;
 
 use super::{
-    CredentialChange, EventSlot, MfaEnable, MfaRecord, MfaStore, TotpSeal, EventWindow, IdentityStore, KeyChange, KeyStore, NewUser,
-    ProfileUpdate, RateLimitStore, RefreshState, Reserved, SessionRecord, SessionStore, Store,
-    StoreError, StoredKey, TokenKind, TokenRecord, TokenStore, UserStore, MAX_LIVE_SESSIONS,
+    CredentialChange, EventSlot, EventWindow, IdentityStore, KeyChange, KeyStore, MfaEnable,
+    MfaRecord, MfaStore, NewUser, ProfileUpdate, RateLimitStore, RefreshState, Reserved,
+    SessionRecord, SessionStore, Store, StoreError, StoredKey, TokenKind, TokenRecord, TokenStore,
+    TotpSeal, UserStore, MAX_LIVE_SESSIONS,
 };
 use crate::{
     clock::{from_millis, to_millis},
@@ -1163,11 +1164,7 @@ impl MfaStore for SqliteStore {
         .await
     }
 
-    async fn set_pending_totp(
-        &self,
-        user: UserId,
-        sealed: &SealedKey,
-    ) -> Result<bool, StoreError> {
+    async fn set_pending_totp(&self, user: UserId, sealed: &SealedKey) -> Result<bool, StoreError> {
         let sealed = sealed.clone();
         self.run(move |conn| {
             let n = conn

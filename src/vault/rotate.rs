@@ -182,7 +182,10 @@ pub async fn rotate_all(
         for (user, seals) in page {
             for (which, sealed) in seals {
                 let key_id = sealed.key_id.clone();
-                if !count(&mut report, rotate_totp(store, ring, user, which, sealed).await?) {
+                if !count(
+                    &mut report,
+                    rotate_totp(store, ring, user, which, sealed).await?,
+                ) {
                     progress(Progress::Failed {
                         user,
                         what: match which {

@@ -34,8 +34,8 @@ backend_tests!(
     rotation_concurrent_with_updates_loses_no_update,
 );
 
-const K1: &str = "k1:AQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQE=";
-const K2: &str = "k2:AgICAgICAgICAgICAgICAgICAgICAgICAgICAgICAgI=";
+pub(crate) const K1: &str = "k1:AQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQE=";
+pub(crate) const K2: &str = "k2:AgICAgICAgICAgICAgICAgICAgICAgICAgICAgICAgI=";
 
 async fn keys(app: &TestApp, token: &str) -> Value {
     let res = app.get_bearer("/api/user/api-keys", token).await;
@@ -311,7 +311,7 @@ async fn users_never_see_or_touch_each_others_keys(backend: Backend) {
 }
 
 /// Every string and blob in the raw database, as bytes.
-async fn raw_database_contents(app: &TestApp) -> Vec<Vec<u8>> {
+pub(crate) async fn raw_database_contents(app: &TestApp) -> Vec<Vec<u8>> {
     let url = &app.db.url;
     if let Some(path) = url.strip_prefix("sqlite://") {
         let conn = rusqlite::Connection::open(path).unwrap();
@@ -491,7 +491,7 @@ async fn deleting_the_account_deletes_its_keys(backend: Backend) {
 }
 
 /// Runs `authvault rotate-keys` on the app's database with `keys`.
-fn run_rotate(app: &TestApp, keys: &str) -> (bool, String) {
+pub(crate) fn run_rotate(app: &TestApp, keys: &str) -> (bool, String) {
     let dir = tempfile::tempdir().unwrap();
     let out = Command::new(env!("CARGO_BIN_EXE_authvault"))
         .arg("rotate-keys")

@@ -11,6 +11,7 @@ mod email;
 mod generate;
 mod hardening;
 mod jwks;
+mod mfa;
 mod oauth;
 mod oidc_peer;
 mod resilience;

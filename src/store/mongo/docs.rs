@@ -14,8 +14,8 @@ use super::{bdt, binary, odt};
 use crate::{
     domain::{Amr, AuthProvider, Email, KeyProvider, SealedKey, User, UserId, UserName},
     store::{
-        EventWindow, MfaRecord, NewUser, TotpSeal, RefreshState, SessionRecord, StoreError, StoredKey, TokenKind,
-        TokenRecord, MAX_LIVE_SESSIONS,
+        EventWindow, MfaRecord, NewUser, RefreshState, SessionRecord, StoreError, StoredKey,
+        TokenKind, TokenRecord, TotpSeal, MAX_LIVE_SESSIONS,
     },
 };
 
@@ -104,8 +104,9 @@ impl MfaDoc {
     pub fn record(self) -> Result<MfaRecord, StoreError> {
         let seal = |s: Option<SealedDoc>| -> Result<Option<SealedKey>, StoreError> {
             s.map(|s| {
-                s.sealed()
-                    .ok_or_else(|| StoreError::Other(anyhow!("reading a TOTP seal: a binary is not generic")))
+                s.sealed().ok_or_else(|| {
+                    StoreError::Other(anyhow!("reading a TOTP seal: a binary is not generic"))
+                })
             })
             .transpose()
         };
