@@ -55,8 +55,13 @@ export function createClient(base) {
         res = await send(method, path, body, headers);
       }
     }
-    if (res.status === 401 && auth && (await refresh())) {
-      res = await send(method, path, body, headers);
+    if (res.status === 401 && auth) {
+      const problem = await res.clone().json().catch(() => null);
+      // reauth_required: the session is valid but its sign-in is too old for this call, and a
+      // refreshed session keeps that sign-in time, so only signing in again helps.
+      if (problem?.code !== "reauth_required" && (await refresh())) {
+        res = await send(method, path, body, headers);
+      }
     }
     // A CSRF token is bound to the session it was issued with: a new sign-in needs a new one.
     if (!auth && res.ok) csrfToken = null;

@@ -18,8 +18,16 @@ function status(text, isError = false) {
   $("status").classList.toggle("error", isError);
 }
 
+// The pending second sign-in step's token: in memory only, like the CSRF token.
+let mfaToken = null;
+
 function show(view) {
-  for (const v of ["signed-out", "signed-in", "reset-view"]) $(v).hidden = v !== view;
+  for (const v of ["signed-out", "signed-in", "reset-view", "mfa-step-view"]) $(v).hidden = v !== view;
+  // A TOTP secret or recovery codes on the screen go when the account view does.
+  if (view !== "signed-in") {
+    endEnrolment();
+    hideRecoveryCodes();
+  }
 }
 
 // Runs a handler, showing any error in the status line.
@@ -50,6 +58,7 @@ async function loadSession() {
   $("session-email").textContent = user.email;
   $("session-providers").textContent = user.providers.join(", ");
   $("session-expires").textContent = new Date(expires).toLocaleString();
+  showMfaState(user.mfaEnabled);
   show("signed-in");
   await Promise.all([loadKeys(), loadSessions()]);
   return true;
@@ -105,6 +114,120 @@ async function signedIn(verb) {
   status(`${verb} as ${$("session-email").textContent}.`);
 }
 
+// Two-factor sign-in: the panel on the account view.
+
+function showMfaState(enabled) {
+  $("mfa-state").textContent = enabled ? "on" : "off";
+  $("mfa-off").hidden = enabled;
+  $("mfa-on").hidden = !enabled;
+  if (enabled) endEnrolment();
+}
+
+function endEnrolment() {
+  $("mfa-enrolment").hidden = true;
+  $("mfa-secret").textContent = "";
+  $("mfa-qr").removeAttribute("src");
+  $("mfa-confirm-form").reset();
+}
+
+function showRecoveryCodes(codes) {
+  $("mfa-recovery-codes").replaceChildren(
+    ...codes.map((code) => {
+      const li = document.createElement("li");
+      li.dataset.testid = "mfa-recovery-code";
+      li.textContent = code;
+      return li;
+    }),
+  );
+  $("mfa-recovery").hidden = false;
+}
+
+function hideRecoveryCodes() {
+  $("mfa-recovery").hidden = true;
+  $("mfa-recovery-codes").replaceChildren();
+}
+
+$("mfa-enrol").addEventListener("click", guarded(async () => {
+  const { secret, qrSvg } = await api.call("POST", "/api/user/mfa/totp");
+  // The SVG goes in as an image, never as markup: an <img> runs no script and loads nothing.
+  $("mfa-qr").src = `data:image/svg+xml;charset=utf-8,${encodeURIComponent(qrSvg)}`;
+  // In groups of four for typing; authenticator apps ignore the spaces.
+  $("mfa-secret").textContent = secret.replace(/(.{4})(?=.)/g, "$1 ");
+  $("mfa-enrolment").hidden = false;
+  $("mfa-confirm-code").focus();
+  status("Scan the QR code with your authenticator app, then enter the code it shows.");
+}));
+
+$("mfa-enrol-cancel").addEventListener("click", () => {
+  endEnrolment();
+  status("Two-factor set-up cancelled.");
+});
+
+$("mfa-confirm-form").addEventListener("submit", guarded(async (e) => {
+  const { code } = formValues(e.target);
+  const { recoveryCodes } = await api.call("POST", "/api/user/mfa/totp/confirm", { code });
+  showMfaState(true);
+  showRecoveryCodes(recoveryCodes);
+  status("Two-factor sign-in is on. Save your recovery codes.");
+  await loadSessions(); // turning it on ended every other session
+}));
+
+$("mfa-recovery-done").addEventListener("click", () => {
+  hideRecoveryCodes();
+  status("Recovery codes hidden.");
+});
+
+$("mfa-regenerate-form").addEventListener("submit", guarded(async (e) => {
+  const { code } = formValues(e.target);
+  const { recoveryCodes } = await api.call("POST", "/api/user/mfa/recovery-codes", { code });
+  e.target.reset();
+  showRecoveryCodes(recoveryCodes);
+  status("New recovery codes made; the old ones no longer work.");
+}));
+
+$("mfa-disable-form").addEventListener("submit", guarded(async (e) => {
+  const { code } = formValues(e.target);
+  await api.call("DELETE", "/api/user/mfa", { code });
+  e.target.reset();
+  hideRecoveryCodes();
+  showMfaState(false);
+  status("Two-factor sign-in is off.");
+}));
+
+// Two-factor sign-in: the second step, after a password or an OAuth provider.
+
+function askSecondFactor(token) {
+  mfaToken = token;
+  $("mfa-step-form").reset();
+  show("mfa-step-view");
+  $("mfa-step-code").focus();
+  status("Enter the code from your authenticator app.");
+}
+
+$("mfa-step-form").addEventListener("submit", guarded(async (e) => {
+  const { code } = formValues(e.target);
+  try {
+    await api.call("POST", "/api/auth/mfa/verify", { mfaToken, code }, { auth: false });
+  } catch (err) {
+    e.target.reset();
+    // Unknown, used, expired or spent by wrong codes: only a new first step helps.
+    if (err.code === "invalid_mfa_token") {
+      mfaToken = null;
+      show("signed-out");
+    }
+    throw err;
+  }
+  mfaToken = null;
+  e.target.reset();
+  await signedIn("Signed in");
+}));
+
+$("mfa-step-cancel").addEventListener("click", () => {
+  mfaToken = null;
+  show("signed-out");
+  status("Signed out.");
+});
+
 $("signup-form").addEventListener("submit", guarded(async (e) => {
   const { name, email, password } = formValues(e.target);
   // The answer's session.accessToken is deliberately ignored: the HttpOnly cookie is the session.
@@ -115,9 +238,10 @@ $("signup-form").addEventListener("submit", guarded(async (e) => {
 
 $("signin-form").addEventListener("submit", guarded(async (e) => {
   const { email, password } = formValues(e.target);
-  await api.call("POST", "/api/auth/signin", { email, password }, { auth: false });
+  const answer = await api.call("POST", "/api/auth/signin", { email, password }, { auth: false });
   e.target.reset();
-  await signedIn("Signed in");
+  if (answer.mfaRequired) askSecondFactor(answer.mfaToken);
+  else await signedIn("Signed in");
 }));
 
 $("forgot-form").addEventListener("submit", guarded(async (e) => {
@@ -186,6 +310,13 @@ async function start() {
   if (page.searchParams.has("token")) {
     show("reset-view");
     status("Choose a new password.");
+    return;
+  }
+  // A provider sign-in of an account with two-factor sign-in comes back with ?mfaToken=.
+  const token = page.searchParams.get("mfaToken");
+  if (token) {
+    history.replaceState(null, "", self.href);
+    askSecondFactor(token);
     return;
   }
   const error = page.searchParams.get("error");

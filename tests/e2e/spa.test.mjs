@@ -16,7 +16,7 @@
 
 import assert from "node:assert/strict";
 import { spawn } from "node:child_process";
-import { createHash, randomBytes } from "node:crypto";
+import { createHash, createHmac, randomBytes } from "node:crypto";
 import { createReadStream, openSync, closeSync } from "node:fs";
 import { copyFile, mkdir, mkdtemp, readdir, readFile, rm, stat } from "node:fs/promises";
 import http from "node:http";
@@ -43,6 +43,7 @@ const GH_USER = { id: 4242, login: "octocat", name: "Octo Cat", email: "octo@exa
 const TOGETHER_KEY = "tgp_v1_e2eKEYabcdefghijklmnopqrstuvwxyz0123";
 const ADA = { name: "Ada Lovelace", email: "ada@example.com", password: "analytical engine 1843" };
 const NEW_PASSWORD = "difference engine 1822";
+const GRACE = { name: "Grace Hopper", email: "grace@example.com", password: "compiler cobol 1959" };
 const SESSION_COOKIE = "authvault.session";
 
 // ---------------------------------------------------------------------------------------------
@@ -316,6 +317,68 @@ async function waitForMail(outbox, count) {
     if (Date.now() > deadline) throw new Error(`no mail in ${outbox} within ${WAIT_MS} ms`);
     await sleep(100);
   }
+}
+
+// ---------------------------------------------------------------------------------------------
+// TOTP (RFC 6238 with SHA-1, 6 digits, 30-second steps), as an authenticator app computes it
+
+const BASE32 = "ABCDEFGHIJKLMNOPQRSTUVWXYZ234567";
+
+// RFC 4648 base32, padding and spaces ignored.
+function base32Decode(text) {
+  const bytes = [];
+  let bits = 0;
+  let value = 0;
+  for (const ch of text.replace(/[\s=]/g, "").toUpperCase()) {
+    const i = BASE32.indexOf(ch);
+    if (i < 0) throw new Error(`not base32: ${JSON.stringify(ch)}`);
+    value = (value << 5) | i;
+    bits += 5;
+    if (bits >= 8) {
+      bits -= 8;
+      bytes.push((value >>> bits) & 0xff);
+    }
+  }
+  return Buffer.from(bytes);
+}
+
+// HOTP (RFC 4226) of the time step: HMAC-SHA1 of the 8-byte big-endian counter, dynamic
+// truncation, the last 6 decimal digits.
+function totp(key, step) {
+  const counter = Buffer.alloc(8);
+  counter.writeBigUInt64BE(BigInt(step));
+  const mac = createHmac("sha1", key).update(counter).digest();
+  const offset = mac[mac.length - 1] & 0x0f;
+  const number = mac.readUInt32BE(offset) & 0x7fffffff;
+  return String(number % 1_000_000).padStart(6, "0");
+}
+
+const timeStep = (ms = Date.now()) => Math.floor(ms / 30_000);
+
+// Codes of one user's secret. authvault refuses a step it accepted once (and any earlier one),
+// and accepts the next step early: each call takes the current step or the next one, a later
+// step than any before, and waits for the clock when both are spent.
+function totpCodes(secret) {
+  const key = base32Decode(secret);
+  let last = -Infinity;
+  const next = async () => {
+    for (;;) {
+      const now = timeStep();
+      const step = Math.max(now, last + 1);
+      if (step <= now + 1) {
+        last = step;
+        return totp(key, step);
+      }
+      await sleep((now + 1) * 30_000 - Date.now() + 50);
+    }
+  };
+  // A 6-digit code that no step authvault would accept now is.
+  const wrong = () => {
+    const now = timeStep();
+    const valid = [now - 1, now, now + 1, now + 2].map((t) => totp(key, t));
+    return ["000000", "111111", "222222", "333333", "444444"].find((c) => !valid.includes(c));
+  };
+  return { next, wrong };
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -747,6 +810,239 @@ test("sign out ends the session", async () => {
   await visible("signed-out");
   await assertNoTokenReadable();
   await shot("final-signed-out");
+});
+
+// ---------------------------------------------------------------------------------------------
+// Two-factor sign-in (TOTP and recovery codes)
+
+let grace; // {codes, recovery}: Grace's TOTP codes and her current recovery codes
+let octo; // the GitHub user's TOTP codes
+
+const RECOVERY_CODE = /^[a-z0-9]{4}-[a-z0-9]{4}-[a-z0-9]{4}$/;
+
+async function recoveryCodesShown() {
+  await visible("mfa-recovery");
+  const codes = await byId("mfa-recovery-code").allTextContents();
+  assert.equal(codes.length, 10, `recovery codes shown: ${codes.join(", ")}`);
+  for (const c of codes) assert.match(c, RECOVERY_CODE);
+  assert.equal(new Set(codes).size, 10, "a recovery code is shown twice");
+  return codes;
+}
+
+// Enrols the signed-in user from the panel: returns the secret shown and the server's answer.
+async function enrolFromPanel() {
+  await waitText("mfa-state", /^off$/);
+  await visible("mfa-off");
+  assert.equal(await byId("mfa-on").isHidden(), true);
+  const answer = page.waitForResponse(
+    (r) => r.url() === `${API}/api/user/mfa/totp` && r.request().method() === "POST",
+  );
+  await byId("mfa-enrol").click();
+  const res = await answer;
+  assert.equal(res.status(), 200);
+  const body = await res.json();
+  await waitText("status", /^Scan the QR code/);
+  await visible("mfa-enrolment");
+  const secret = (await byId("mfa-secret").textContent()).replace(/\s+/g, "");
+  assert.equal(secret, body.secret, "the key for manual entry is not the enrolment's secret");
+  assert.match(secret, /^[A-Z2-7]{32}$/);
+  assert.ok(body.otpauthUrl.includes(`secret=${secret}`), body.otpauthUrl);
+  return { secret, body };
+}
+
+async function confirmFromPanel(code) {
+  await byId("mfa-confirm-code").fill(code);
+  await byId("mfa-confirm-submit").click();
+  await waitText("status", /^Two-factor sign-in is on\. Save your recovery codes\.$/);
+  await waitText("mfa-state", /^on$/);
+  assert.equal(await byId("mfa-enrolment").isHidden(), true);
+  assert.equal(await byId("mfa-secret").textContent(), "", "the secret stayed on the page");
+  return recoveryCodesShown();
+}
+
+async function secondStepShown() {
+  await visible("mfa-step-view");
+  await waitText("status", /^Enter the code from your authenticator app\.$/);
+  assert.equal(await byId("signed-in").isHidden(), true);
+  assert.equal(await sessionCookie(), undefined, "a session cookie before the second step");
+}
+
+async function secondStep(code) {
+  await byId("mfa-step-code").fill(code);
+  await byId("mfa-step-submit").click();
+}
+
+test("the test's TOTP gives RFC 6238's SHA-1 test vectors", () => {
+  const key = Buffer.from("12345678901234567890", "ascii");
+  assert.equal(totp(key, timeStep(59_000)), "287082"); // 94287082
+  assert.equal(totp(key, timeStep(1_111_111_109_000)), "081804"); // 07081804
+  assert.equal(totp(key, timeStep(1_234_567_890_000)), "005924"); // 89005924
+  assert.equal(totp(key, timeStep(20_000_000_000_000)), "353130"); // 65353130
+  // The same key as authvault hands it out: base32 without padding.
+  assert.deepEqual(base32Decode("GEZDGNBVGY3TQOJQGEZDGNBVGY3TQOJQ"), key);
+  assert.equal(totp(base32Decode("gezd gnbv gy3t qojq gezd gnbv gy3t qojq"), 1), "287082");
+});
+
+test("two-factor set-up: QR code and key shown, a code turns it on, recovery codes shown once", async () => {
+  await byId("signup-name").fill(GRACE.name);
+  await byId("signup-email").fill(GRACE.email);
+  await byId("signup-password").fill(GRACE.password);
+  await byId("signup-submit").click();
+  await waitText("status", new RegExp(`^Signed up as ${GRACE.email}\\.$`));
+  await visible("mfa-panel");
+
+  const { secret, body } = await enrolFromPanel();
+  // The QR code is the server's SVG, shown as an image (never inserted as markup).
+  assert.match(body.qrSvg, /<svg[\s>]/);
+  const qr = byId("mfa-qr");
+  await qr.waitFor({ state: "visible" });
+  const src = await qr.getAttribute("src");
+  assert.ok(src.startsWith("data:image/svg+xml"), `the QR image is not an SVG: ${src.slice(0, 40)}`);
+  const svg = decodeURIComponent(src.slice(src.indexOf(",") + 1));
+  assert.equal(svg, body.qrSvg);
+  await page.waitForFunction(() => {
+    const img = document.querySelector('[data-testid="mfa-qr"]');
+    return img.complete && img.naturalWidth > 100 && img.naturalHeight > 100;
+  });
+  assert.equal(await page.locator("[data-testid=mfa-panel] svg").count(), 0, "SVG markup inserted");
+  await shot("mfa-enrol");
+
+  grace = { codes: totpCodes(secret) };
+  grace.recovery = await confirmFromPanel(await grace.codes.next());
+  await shot("mfa-recovery-codes");
+  await byId("mfa-recovery-done").click();
+  await waitText("status", /^Recovery codes hidden\.$/);
+  assert.equal(await byId("mfa-recovery").isHidden(), true);
+  await visible("mfa-on");
+  // Shown once: not after a reload either.
+  await openSpa();
+  await waitText("status", new RegExp(`^Signed in as ${GRACE.email}\\.$`));
+  await waitText("mfa-state", /^on$/);
+  assert.equal(await byId("mfa-recovery").isHidden(), true);
+  const html = await page.content();
+  for (const c of grace.recovery) assert.ok(!html.includes(c), "a recovery code is on the page again");
+  assert.ok(!html.includes(secret), "the TOTP secret is on the page again");
+});
+
+test("two-factor sign-in with the password: the second step takes a code from the app", async () => {
+  await signOut();
+  await signIn(GRACE.email, GRACE.password);
+  await secondStepShown();
+  assert.ok(!(await page.content()).includes(GRACE.password));
+  await shot("mfa-second-step");
+  await secondStep(grace.codes.wrong());
+  await waitText("status", /invalid_code/);
+  await visible("mfa-step-view");
+  assert.equal(await byId("mfa-step-code").inputValue(), "");
+  await secondStep(await grace.codes.next());
+  await waitText("status", new RegExp(`^Signed in as ${GRACE.email}\\.$`));
+  await visible("signed-in");
+  await waitText("mfa-state", /^on$/);
+  assert.ok(await sessionCookie(), "no session cookie after the second step");
+  const session = await page.evaluate((api) =>
+    fetch(`${api}/api/auth/session`, { credentials: "include" }).then((r) => r.json()), API);
+  assert.equal(session.user.mfaEnabled, true);
+  for (const m of ["pwd", "otp", "mfa"]) assert.ok(session.amr.includes(m), `amr: ${session.amr}`);
+  await assertNoTokenReadable();
+  await shot("mfa-signed-in");
+});
+
+test("two-factor sign-in with a recovery code typed in upper case with spaces", async () => {
+  await signOut();
+  await signIn(GRACE.email, GRACE.password);
+  await secondStepShown();
+  const typed = grace.recovery[0].toUpperCase().replace(/-/g, " ");
+  assert.match(typed, /^[A-Z0-9]{4} [A-Z0-9]{4} [A-Z0-9]{4}$/);
+  await secondStep(typed);
+  await waitText("status", new RegExp(`^Signed in as ${GRACE.email}\\.$`));
+  await waitText("mfa-state", /^on$/);
+  await assertNoTokenReadable();
+});
+
+test("new recovery codes: a new set is shown and the old set stops working", async () => {
+  await byId("mfa-regenerate-code").fill(grace.recovery[1]);
+  await byId("mfa-regenerate-submit").click();
+  await waitText("status", /^New recovery codes made; the old ones no longer work\.$/);
+  const fresh = await recoveryCodesShown();
+  for (const c of fresh) assert.ok(!grace.recovery.includes(c), `an old code in the new set: ${c}`);
+  assert.equal(await byId("mfa-regenerate-code").inputValue(), "");
+  await shot("mfa-new-recovery-codes");
+  await byId("mfa-recovery-done").click();
+
+  // An app signing in: an old code is refused, a new one is taken.
+  const post = (p, body) => fetch(`${API}${p}`, {
+    method: "POST",
+    headers: { "content-type": "application/json" },
+    body: JSON.stringify(body),
+  });
+  const first = await post("/api/auth/signin", { email: GRACE.email, password: GRACE.password, client: "app" });
+  assert.equal(first.status, 200);
+  const step = await first.json();
+  assert.equal(step.mfaRequired, true);
+  assert.deepEqual(step.methods, ["totp", "recoveryCode"]);
+  const old = await post("/api/auth/mfa/verify", { mfaToken: step.mfaToken, code: grace.recovery[2], client: "app" });
+  assert.equal(old.status, 401);
+  assert.equal((await old.json()).code, "invalid_code");
+  const ok = await post("/api/auth/mfa/verify", { mfaToken: step.mfaToken, code: fresh[0], client: "app" });
+  assert.equal(ok.status, 200);
+  assert.equal((await ok.json()).user.email, GRACE.email);
+  grace.recovery = fresh.slice(1);
+});
+
+test("two-factor with GitHub: the provider sends the browser back with mfaToken=, the second step signs in", async () => {
+  await signOut();
+  await byId("github-signin").click();
+  await waitText("status", new RegExp(`^Signed in as ${GH_USER.email}\\.$`));
+  const { secret } = await enrolFromPanel();
+  octo = totpCodes(secret);
+  await confirmFromPanel(await octo.next());
+  await byId("mfa-recovery-done").click();
+  await signOut();
+
+  const callback = page.waitForResponse((r) => r.url().startsWith(`${API}/api/auth/callback/github`));
+  const landing = page.waitForRequest(
+    (r) => r.url().startsWith(`${SPA}/`) && new URL(r.url()).searchParams.has("mfaToken"),
+  );
+  await byId("github-signin").click();
+  const res = await callback;
+  assert.ok([302, 303, 307].includes(res.status()), `callback answered ${res.status()}`);
+  const headers = await res.allHeaders();
+  assert.ok(!(headers["set-cookie"] || "").includes(`${SESSION_COOKIE}=ey`), "the callback set a session cookie");
+  const back = new URL((await landing).url());
+  assert.equal(back.searchParams.get("api"), API);
+  assert.ok(back.searchParams.get("mfaToken").length >= 40, back.href);
+
+  await secondStepShown();
+  // The token left the address bar (and so the history) as soon as the page read it.
+  assert.equal(page.url(), `${SPA}/?api=${encodeURIComponent(API)}`);
+  await shot("mfa-github-second-step");
+  await secondStep(await octo.next());
+  await waitText("status", new RegExp(`^Signed in as ${GH_USER.email}\\.$`));
+  assert.equal(await byId("session-providers").textContent(), "github");
+  await waitText("mfa-state", /^on$/);
+  assert.deepEqual(github.complaints, []);
+  await assertNoTokenReadable();
+  await shot("mfa-github-signed-in");
+});
+
+test("turn two-factor sign-in off with a code: the next sign-in asks no second step", async () => {
+  await byId("mfa-disable-code").fill(octo.wrong());
+  await byId("mfa-disable-submit").click();
+  await waitText("status", /invalid_code/);
+  await waitText("mfa-state", /^on$/);
+  await byId("mfa-disable-code").fill(await octo.next());
+  await byId("mfa-disable-submit").click();
+  await waitText("status", /^Two-factor sign-in is off\.$/);
+  await waitText("mfa-state", /^off$/);
+  await visible("mfa-off");
+  assert.equal(await byId("mfa-on").isHidden(), true);
+  await shot("mfa-off");
+  await signOut();
+  await byId("github-signin").click();
+  await page.waitForURL((u) => u.href.startsWith(`${SPA}/`));
+  await waitText("status", new RegExp(`^Signed in as ${GH_USER.email}\\.$`));
+  await waitText("mfa-state", /^off$/);
+  await signOut();
 });
 
 test("no uncaught error on the page", () => {
