@@ -88,7 +88,8 @@ pub struct Enrolment {
 /// The `otpauth://` URL authenticator apps read (the Key Uri Format of Google Authenticator).
 fn otpauth_url(issuer: &str, email: &str, secret: &str) -> Result<String, ApiError> {
     let label = format!("{}:{}", label_part(issuer), label_part(email));
-    let mut url = url::Url::parse(&format!("otpauth://totp/{label}")).map_err(ApiError::internal)?;
+    let mut url =
+        url::Url::parse(&format!("otpauth://totp/{label}")).map_err(ApiError::internal)?;
     url.query_pairs_mut()
         .append_pair("secret", secret)
         .append_pair("issuer", issuer)
