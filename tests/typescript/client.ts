@@ -103,6 +103,11 @@ class AuthvaultClient {
   async signin(email: string, password: string): Promise<Schemas["SessionBody"]> {
     const res = await this.call("post", "/api/auth/signin", { email, password });
     if (!res.ok) throw new ApiFailure(res.body);
+    // With two-factor sign-in on, the answer is the second step's token instead.
+    if ("mfaRequired" in res.body) {
+      const methods: ("totp" | "recoveryCode")[] = res.body.methods;
+      throw new Error(`a second factor is required (${methods.join(", ")})`);
+    }
     const session: Schemas["SessionBody"] = res.body.session;
     const bearer: "Bearer" = session.tokenType;
     void bearer;
