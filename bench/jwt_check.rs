@@ -60,6 +60,7 @@ fn main() {
         email_verified: None,
         credential_version: 0,
         mfa_enabled: false,
+        passkeys: 0,
         created_at: now,
         updated_at: now,
     };

@@ -253,6 +253,7 @@ fn method_name(provider: AuthProvider) -> &'static str {
         AuthProvider::Credentials => "password",
         AuthProvider::Github => "GitHub",
         AuthProvider::Google => "Google",
+        AuthProvider::Passkey => "passkey",
     }
 }
 

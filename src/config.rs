@@ -253,6 +253,10 @@ pub mod var {
             "seconds a just-rotated refresh token still yields its successor; 0 disables";
         MFA_ISSUER = "AUTHVAULT_MFA_ISSUER", "authvault",
             "issuer shown by authenticator apps (1-64 characters, no colon)";
+        WEBAUTHN_RP_ID = "AUTHVAULT_WEBAUTHN_RP_ID", "",
+            "passkey relying party ID, a domain name (default: the public URL's host; an IP address turns passkeys off)";
+        WEBAUTHN_ORIGINS = "AUTHVAULT_WEBAUTHN_ORIGINS", "",
+            "comma-separated origins passkeys may be used from (default: the public URL's and the CORS origins under the RP ID)";
         SMTP_URL = "AUTHVAULT_SMTP_URL", "",
             "smtp://user:pass@host:port or smtps://... (unset: an outbox with SQLite, 503 with MongoDB)";
         MAIL_FROM = "AUTHVAULT_MAIL_FROM", "authvault <no-reply@localhost>",
@@ -360,6 +364,15 @@ pub struct SessionSettings {
     pub mfa_issuer: String,
 }
 
+/// The passkey relying party: passkeys are on when it is set.
+#[derive(Debug, Clone)]
+pub struct PasskeySettings {
+    /// A domain name: the public URL's host or a parent domain of it.
+    pub rp_id: String,
+    /// The origins whose pages may register and use passkeys (each on the RP ID or under it).
+    pub origins: Vec<Url>,
+}
+
 /// Mail delivery and the lifetimes of mailed links.
 #[derive(Debug)]
 pub struct MailSettings {
@@ -384,6 +397,8 @@ pub struct Settings {
     pub store: StoreSettings,
     pub secrets: ConfiguredSecrets,
     pub browser: BrowserSettings,
+    /// `None`: passkeys are off (the RP ID is an IP address).
+    pub passkeys: Option<PasskeySettings>,
     pub limits: Limits,
     pub sessions: SessionSettings,
     pub mail: MailSettings,
@@ -453,6 +468,7 @@ impl Settings {
             workers: None,
         };
         let browser = browser_settings(&vars, &server.public_url)?;
+        let passkeys = passkey_settings(&vars, &server.public_url, &browser.cors_origins)?;
         let limits = Limits {
             signin_max_failures: vars.number(var::SIGNIN_MAX_FAILURES, 1, 1_000_000)? as u32,
             signin_window: Duration::from_secs(vars.number(
@@ -539,6 +555,7 @@ impl Settings {
             store,
             secrets,
             browser,
+            passkeys,
             limits,
             sessions,
             mail,
@@ -608,6 +625,65 @@ fn browser_settings(vars: &Vars<'_>, public_url: &Url) -> Result<BrowserSettings
         callback_allowlist,
         app_callbacks: vars.list(var::APP_CALLBACKS, parse_exact_callback)?,
     })
+}
+
+/// The relying party of passkeys: off (`None`) when the RP ID would be an IP address.
+fn passkey_settings(
+    vars: &Vars<'_>,
+    public_url: &Url,
+    cors_origins: &[String],
+) -> Result<Option<PasskeySettings>, ConfigError> {
+    // Both are read (and checked) whether passkeys end up on or off.
+    let listed = vars.list(var::WEBAUTHN_ORIGINS, |v| {
+        Url::parse(&parse_origin(v)?).map_err(|_| format!("{v} is not a URL"))
+    })?;
+    let explicit = vars.optional(var::WEBAUTHN_RP_ID, |v| {
+        let v = v.trim().to_ascii_lowercase();
+        match url::Host::parse(&v) {
+            Ok(url::Host::Domain(d)) if !d.is_empty() && !d.contains(['/', ':', '@']) => {
+                Ok(Some(d))
+            }
+            Ok(url::Host::Ipv4(_) | url::Host::Ipv6(_)) => Ok(None),
+            _ => Err(format!("{v} is not a domain name such as example.com")),
+        }
+    })?;
+    let rp_id = match explicit {
+        Some(Some(domain)) => domain,
+        Some(None) => return Ok(None),
+        None => match public_url.host() {
+            Some(url::Host::Domain(d)) => d.to_ascii_lowercase(),
+            _ => return Ok(None),
+        },
+    };
+    let under_rp_id = |url: &Url| {
+        url.domain()
+            .map(|d| d.to_ascii_lowercase())
+            .is_some_and(|d| d == rp_id || d.ends_with(&format!(".{rp_id}")))
+    };
+    if let Some(outside) = listed.iter().find(|u| !under_rp_id(u)) {
+        return Err(ConfigError::new(
+            var::WEBAUTHN_ORIGINS.name,
+            format!("{outside} is not on the RP ID {rp_id} or under it"),
+        ));
+    }
+    let mut origins = listed;
+    if origins.is_empty() {
+        // The defaults: those of the public URL and the CORS origins that can use this RP ID.
+        let public = Url::parse(&origin_of(public_url)).ok();
+        origins = public
+            .into_iter()
+            .chain(cors_origins.iter().filter_map(|o| Url::parse(o).ok()))
+            .filter(|u| under_rp_id(u))
+            .collect();
+        origins.dedup();
+    }
+    if origins.is_empty() {
+        return Err(ConfigError::new(
+            var::WEBAUTHN_ORIGINS.name,
+            format!("no origin is on the RP ID {rp_id}: list the pages that use passkeys"),
+        ));
+    }
+    Ok(Some(PasskeySettings { rp_id, origins }))
 }
 
 struct Vars<'a> {
@@ -772,6 +848,72 @@ mod tests {
             vec!["http://127.0.0.1:8080".to_string()]
         );
         assert_eq!(s.data_dir(), Some(Path::new("./data")));
+    }
+
+    #[test]
+    fn passkeys_take_a_domain_rp_id_and_its_origins() {
+        let origins = |s: &Settings| -> Vec<String> {
+            let p = s.passkeys.as_ref().expect("passkeys on");
+            p.origins.iter().map(origin_of).collect()
+        };
+        // An IP address (the default public URL, or said outright) turns them off.
+        assert!(settings(&[]).unwrap().passkeys.is_none());
+        let s = settings(&[
+            ("AUTHVAULT_PUBLIC_URL", "https://auth.example.com"),
+            ("AUTHVAULT_WEBAUTHN_RP_ID", "10.0.0.1"),
+        ])
+        .unwrap();
+        assert!(s.passkeys.is_none());
+        // The public URL's host, with its origin and the CORS origins under it.
+        let s = settings(&[
+            ("AUTHVAULT_PUBLIC_URL", "http://localhost:8080"),
+            (
+                "AUTHVAULT_CORS_ORIGINS",
+                "http://localhost:5173,http://127.0.0.1:5173",
+            ),
+        ])
+        .unwrap();
+        assert_eq!(s.passkeys.as_ref().unwrap().rp_id, "localhost");
+        assert_eq!(
+            origins(&s),
+            ["http://localhost:8080", "http://localhost:5173"]
+        );
+        // A parent domain, and origins listed outright.
+        let s = settings(&[
+            ("AUTHVAULT_PUBLIC_URL", "https://auth.example.com"),
+            ("AUTHVAULT_WEBAUTHN_RP_ID", "Example.com"),
+            ("AUTHVAULT_WEBAUTHN_ORIGINS", "https://app.example.com"),
+        ])
+        .unwrap();
+        assert_eq!(s.passkeys.as_ref().unwrap().rp_id, "example.com");
+        assert_eq!(origins(&s), ["https://app.example.com"]);
+        for (vars, variable) in [
+            (
+                vec![("AUTHVAULT_WEBAUTHN_RP_ID", "https://example.com")],
+                "AUTHVAULT_WEBAUTHN_RP_ID",
+            ),
+            (
+                vec![
+                    ("AUTHVAULT_PUBLIC_URL", "https://auth.example.com"),
+                    ("AUTHVAULT_WEBAUTHN_ORIGINS", "https://example.org"),
+                ],
+                "AUTHVAULT_WEBAUTHN_ORIGINS",
+            ),
+            (
+                vec![
+                    ("AUTHVAULT_PUBLIC_URL", "https://auth.example.com"),
+                    ("AUTHVAULT_WEBAUTHN_RP_ID", "other.example"),
+                ],
+                "AUTHVAULT_WEBAUTHN_ORIGINS",
+            ),
+            (
+                vec![("AUTHVAULT_WEBAUTHN_ORIGINS", "not a url")],
+                "AUTHVAULT_WEBAUTHN_ORIGINS",
+            ),
+        ] {
+            let err = settings(&vars).unwrap_err();
+            assert_eq!(err.variable, variable, "{vars:?}: {err:?}");
+        }
     }
 
     #[test]

@@ -110,6 +110,11 @@ api_errors! {
         "Turn it off first (DELETE /api/user/mfa) to enrol another authenticator.";
     InvalidMfaToken => "invalid_mfa_token", BAD_REQUEST, "Invalid or expired sign-in step",
         "The mfaToken is unknown, used, expired, or spent by too many wrong codes; sign in again.";
+    InvalidPasskey => "invalid_passkey", BAD_REQUEST, "Invalid passkey ceremony",
+        "The passkey ceremony is unknown, used, expired or another user's, or the authenticator's answer did not verify; start again.";
+    /// A passkey sign-in whose answer did not verify (`POST /api/auth/passkey/finish`).
+    PasskeyRejected => "invalid_credentials", UNAUTHORIZED, "Passkey not accepted",
+        "The passkey is unknown, or its answer did not verify (signature, origin, user verification or sign counter); try again.";
     LastSignInMethod => "last_sign_in_method", CONFLICT, "This is the last way to sign in",
         "Set a password or link another provider before removing this one.";
     InvalidToken => "invalid_token", BAD_REQUEST, "Invalid or expired link",
@@ -393,6 +398,8 @@ mod tests {
             ApiError::BadMfaCode,
             ApiError::MfaAlreadyEnabled,
             ApiError::InvalidMfaToken,
+            ApiError::InvalidPasskey,
+            ApiError::PasskeyRejected,
             ApiError::LastSignInMethod,
             ApiError::InvalidToken,
             ApiError::AlreadyVerified,

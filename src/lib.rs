@@ -15,6 +15,7 @@ pub mod metrics;
 pub mod mfa;
 pub mod middleware;
 pub mod openapi;
+pub mod passkeys;
 pub mod random;
 pub mod routes;
 pub mod sessions;

@@ -31,6 +31,8 @@ use crate::{error, routes};
         (name = "user", description = "The signed-in user's account"),
         (name = "api-keys", description = "The user's third-party API keys, encrypted at rest and shown masked"),
         (name = "oauth", description = "Sign-in with GitHub and Google, for browsers and apps"),
+        (name = "mfa", description = "Two-factor sign-in: authenticator apps (TOTP) and recovery codes"),
+        (name = "passkeys", description = "Passkeys (WebAuthn): registering them, and signing in without a password"),
         (name = "sessions", description = "Refresh tokens and the list of signed-in devices"),
         (name = "email", description = "Email verification and password recovery"),
         (name = "generate", description = "Code generation with the user's own Together AI key"),

@@ -38,6 +38,8 @@ pub struct AppState {
     pub mailer: crate::mail::Mailer,
     /// The key recovery codes are stored under.
     pub mfa: crate::mfa::MfaKeys,
+    /// The passkey relying party; `None` when passkeys are off.
+    pub passkeys: Option<crate::passkeys::Passkeys>,
     /// Together AI, with one pooled HTTP client.
     pub together: TogetherClient,
     /// The OpenAPI document, rendered once.
@@ -124,6 +126,12 @@ impl AppState {
             jwt,
             csrf: CsrfKey::derive(&secret),
             mfa: crate::mfa::MfaKeys::derive(&secret),
+            passkeys: settings
+                .passkeys
+                .as_ref()
+                .map(crate::passkeys::Passkeys::new)
+                .transpose()
+                .context("AUTHVAULT_WEBAUTHN_RP_ID / AUTHVAULT_WEBAUTHN_ORIGINS")?,
             cookies: CookieConfig::from_settings(&settings),
             limiter: RateLimiter::new(store.clone(), settings.limits.clone()),
             hasher,

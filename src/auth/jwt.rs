@@ -474,6 +474,7 @@ mod tests {
             email_verified: None,
             credential_version: 0,
             mfa_enabled: false,
+            passkeys: 0,
             created_at: now,
             updated_at: now,
         }

@@ -53,6 +53,8 @@ pub enum AuthProvider {
     Credentials,
     Github,
     Google,
+    /// One or more passkeys (WebAuthn credentials).
+    Passkey,
 }
 
 impl AuthProvider {
@@ -61,6 +63,7 @@ impl AuthProvider {
             Self::Credentials => "credentials",
             Self::Github => "github",
             Self::Google => "google",
+            Self::Passkey => "passkey",
         }
     }
 
@@ -69,6 +72,7 @@ impl AuthProvider {
             "credentials" => Some(Self::Credentials),
             "github" => Some(Self::Github),
             "google" => Some(Self::Google),
+            "passkey" => Some(Self::Passkey),
             _ => None,
         }
     }
@@ -92,19 +96,31 @@ pub struct User {
     pub credential_version: u64,
     /// A confirmed TOTP authenticator: every sign-in but a passkey's asks for a second factor.
     pub mfa_enabled: bool,
+    /// How many passkeys the user has registered.
+    pub passkeys: u32,
     pub created_at: OffsetDateTime,
     pub updated_at: OffsetDateTime,
 }
 
 impl User {
-    /// The ways this user can sign in: `credentials` when a password is set, then linked providers.
+    /// The ways this user can sign in: `credentials` when a password is set, then linked
+    /// providers, then `passkey` when there is at least one.
     pub fn providers(&self) -> Vec<AuthProvider> {
-        let mut providers = Vec::with_capacity(1 + self.linked.len());
+        let mut providers = Vec::with_capacity(2 + self.linked.len());
         if self.password_hash.is_some() {
             providers.push(AuthProvider::Credentials);
         }
         providers.extend(self.linked.iter().copied());
+        if self.passkeys > 0 {
+            providers.push(AuthProvider::Passkey);
+        }
         providers
+    }
+
+    /// How many separate ways to sign in the user has (each passkey counts): removing one
+    /// when this is 1 would lock them out.
+    pub fn sign_in_methods(&self) -> usize {
+        usize::from(self.password_hash.is_some()) + self.linked.len() + self.passkeys as usize
     }
 
     pub fn has_password(&self) -> bool {

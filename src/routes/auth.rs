@@ -91,13 +91,13 @@ pub struct ProviderInfo {
     pub id: &'static str,
     #[schema(example = "Email and password")]
     pub name: &'static str,
-    /// `credentials` or `oauth`.
+    /// `credentials`, `oauth` or `webauthn`.
     #[serde(rename = "type")]
     #[schema(schema_with = provider_type_schema)]
     pub type_: &'static str,
     #[schema(format = "uri")]
     pub signin_url: String,
-    /// Where the provider sends the browser back; `null` for credentials.
+    /// Where the provider sends the browser back; `null` for credentials and passkeys.
     #[schema(format = "uri", required = true)]
     pub callback_url: Option<String>,
 }
@@ -111,7 +111,10 @@ pub(super) fn string_enum(values: &[&str], description: &str) -> utoipa::openapi
 }
 
 fn provider_type_schema() -> utoipa::openapi::ObjectBuilder {
-    string_enum(&["credentials", "oauth"], "`credentials` or `oauth`.")
+    string_enum(
+        &["credentials", "oauth", "webauthn"],
+        "`credentials`, `oauth`, or `webauthn` (passkeys).",
+    )
 }
 
 /// Create an account and sign in.
@@ -285,6 +288,18 @@ pub async fn providers(state: web::Data<AppState>) -> HttpResponse {
                 },
             );
         }
+    }
+    if state.passkeys.is_some() {
+        map.insert(
+            "passkey",
+            ProviderInfo {
+                id: "passkey",
+                name: "Passkey",
+                type_: "webauthn",
+                signin_url: format!("{base}/api/auth/passkey/start"),
+                callback_url: None,
+            },
+        );
     }
     HttpResponse::Ok().json(map)
 }

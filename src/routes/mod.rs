@@ -17,6 +17,7 @@ pub mod json;
 pub mod jwks;
 pub mod mfa;
 pub mod oauth;
+pub mod passkeys;
 pub mod problems;
 pub mod sessions;
 pub mod user;
@@ -56,6 +57,13 @@ operations![
     mfa::disable_mfa,
     mfa::regenerate_recovery_codes,
     mfa::verify_mfa,
+    passkeys::register_start,
+    passkeys::register_finish,
+    passkeys::list_passkeys,
+    passkeys::rename_passkey,
+    passkeys::delete_passkey,
+    passkeys::signin_start,
+    passkeys::signin_finish,
     api_keys::list_api_keys,
     api_keys::update_api_keys,
     api_keys::delete_api_key,
@@ -222,7 +230,8 @@ pub struct UserBody {
     pub email: String,
     #[schema(format = "uri", required = true)]
     pub image: Option<String>,
-    /// Ways this user can sign in: `credentials` when a password is set, then linked providers.
+    /// Ways this user can sign in: `credentials` when a password is set, then linked providers,
+    /// then `passkey` when the user has registered one.
     #[schema(inline)]
     pub providers: Vec<ProviderId>,
     /// When the user proved the address (a verification link, a reset link, or a provider that
@@ -244,6 +253,7 @@ pub enum ProviderId {
     Credentials,
     Github,
     Google,
+    Passkey,
 }
 
 /// An OAuth provider as named in a path: `/api/auth/signin/{provider}`.
@@ -284,6 +294,7 @@ impl From<&User> for UserBody {
                     P::Credentials => ProviderId::Credentials,
                     P::Github => ProviderId::Github,
                     P::Google => ProviderId::Google,
+                    P::Passkey => ProviderId::Passkey,
                 })
                 .collect(),
             created_at: rfc3339(user.created_at),

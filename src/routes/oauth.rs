@@ -163,7 +163,7 @@ pub async fn oauth_signin(
                 .map_err(ApiError::internal)?;
             (url, Some(nonce))
         }
-        AuthProvider::Credentials => return Err(ApiError::UnknownProvider),
+        AuthProvider::Credentials | AuthProvider::Passkey => return Err(ApiError::UnknownProvider),
     };
     let flow = Flow {
         provider: provider.as_str().to_owned(),
@@ -244,7 +244,7 @@ async fn fetch_identity(
                 image: profile.picture,
             })
         }
-        AuthProvider::Credentials => Err(ApiError::UnknownProvider),
+        AuthProvider::Credentials | AuthProvider::Passkey => Err(ApiError::UnknownProvider),
     }
 }
 

@@ -53,6 +53,7 @@ impl NewUser {
             email_verified: None,
             credential_version: 0,
             mfa_enabled: false,
+            passkeys: 0,
             created_at: self.created_at,
             updated_at: self.created_at,
         }
@@ -185,11 +186,11 @@ pub trait UserStore: Send + Sync {
     async fn mark_email_verified(&self, id: UserId, at: OffsetDateTime)
         -> Result<bool, StoreError>;
     /// The first proof of the user's address, in one step: records it at `at` and removes every
-    /// OAuth identity attached while the address was unproven, but `keep` (the identity that
-    /// proves it, if one does), and with `remove_password` the password too. If anything was
-    /// removed, the credential version moves and every session ends. `None` when the address was
-    /// proven already or the user is gone; else what was removed (`Credentials` for the
-    /// password), sorted.
+    /// OAuth identity and passkey attached while the address was unproven, but `keep` (the
+    /// identity that proves it, if one does), and with `remove_password` the password too. If
+    /// anything was removed, the credential version moves and every session ends. `None` when
+    /// the address was proven already or the user is gone; else what was removed (`Credentials`
+    /// for the password, `Passkey` for passkeys), sorted.
     async fn prove_email(
         &self,
         id: UserId,
@@ -442,6 +443,83 @@ pub trait MfaStore: Send + Sync {
     async fn count_totp(&self) -> Result<u64, StoreError>;
 }
 
+/// One passkey (a WebAuthn credential) as stored.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PasskeyRecord {
+    /// Ours, shown to clients; the credential ID is the authenticator's.
+    pub id: Uuid,
+    pub user_id: UserId,
+    pub credential_id: Vec<u8>,
+    pub name: String,
+    /// The credential as the relying-party library keeps it (its public key, algorithm, flags
+    /// and transports at registration), JSON. `counter` and `backup_state` below are the
+    /// live values.
+    pub credential: String,
+    /// The authenticator's sign counter at the last use (0: it keeps none).
+    pub counter: u32,
+    pub backup_eligible: bool,
+    pub backup_state: bool,
+    /// Hints such as `internal`, `hybrid`, `usb`.
+    pub transports: Vec<String>,
+    pub created_at: OffsetDateTime,
+    pub last_used_at: Option<OffsetDateTime>,
+}
+
+/// A sign-in with a passkey, to record: only while the counter is still `previous_counter`.
+#[derive(Debug, Clone, Copy)]
+pub struct PasskeyUse {
+    pub previous_counter: u32,
+    pub counter: u32,
+    pub backup_eligible: bool,
+    pub backup_state: bool,
+    pub at: OffsetDateTime,
+}
+
+/// What deleting a passkey found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PasskeyDeletion {
+    Deleted,
+    /// The user has no passkey of that id.
+    NotFound,
+    /// It is the user's last way to sign in; nothing was deleted.
+    LastSignInMethod,
+}
+
+#[async_trait]
+pub trait PasskeyStore: Send + Sync {
+    /// The user's WebAuthn user handle, storing `candidate` as it if they have none yet (one per
+    /// user, never changed); `None` when the user is gone.
+    async fn webauthn_handle(
+        &self,
+        user: UserId,
+        candidate: [u8; 16],
+    ) -> Result<Option<[u8; 16]>, StoreError>;
+    /// Adds a passkey; `Conflict` when its credential ID is registered already (to anyone);
+    /// false when the user is gone.
+    async fn add_passkey(&self, passkey: &PasskeyRecord) -> Result<bool, StoreError>;
+    /// The user's passkeys, oldest first.
+    async fn passkeys(&self, user: UserId) -> Result<Vec<PasskeyRecord>, StoreError>;
+    /// The passkey with this credential ID, with its user's WebAuthn handle.
+    async fn passkey_by_credential(
+        &self,
+        credential_id: &[u8],
+    ) -> Result<Option<(PasskeyRecord, Option<[u8; 16]>)>, StoreError>;
+    /// Renames one of the user's passkeys; `None` when they have no such passkey.
+    async fn rename_passkey(
+        &self,
+        user: UserId,
+        id: Uuid,
+        name: &str,
+    ) -> Result<Option<PasskeyRecord>, StoreError>;
+    /// Deletes one of the user's passkeys unless it is their last way to sign in (no password,
+    /// no linked identity, no other passkey), decided in one step with the delete.
+    async fn delete_passkey(&self, user: UserId, id: Uuid) -> Result<PasskeyDeletion, StoreError>;
+    /// Records a sign-in with the passkey: the new counter, backup flags and last use, only
+    /// while its counter is still `used.previous_counter` (so of two concurrent sign-ins with one
+    /// counter value only one counts). True when recorded.
+    async fn record_passkey_use(&self, id: Uuid, used: PasskeyUse) -> Result<bool, StoreError>;
+}
+
 /// What a single-use secret is for: a token of one kind never passes for another.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum TokenKind {
@@ -457,6 +535,10 @@ pub enum TokenKind {
     RefreshSpent,
     /// The second step of a sign-in: an `mfaToken`, spent by `POST /api/auth/mfa/verify`.
     MfaPending,
+    /// A passkey registration under way (the ceremony's state), bound to its user.
+    PasskeyRegistration,
+    /// A passkey sign-in under way (the ceremony's state).
+    PasskeySignIn,
 }
 
 impl TokenKind {
@@ -469,6 +551,8 @@ impl TokenKind {
             Self::PasswordReset => "password_reset",
             Self::RefreshSpent => "refresh_spent",
             Self::MfaPending => "mfa_pending",
+            Self::PasskeyRegistration => "passkey_registration",
+            Self::PasskeySignIn => "passkey_signin",
         }
     }
 }
@@ -512,7 +596,14 @@ pub trait TokenStore: Send + Sync {
 /// Everything the service keeps, behind one object.
 #[async_trait]
 pub trait Store:
-    UserStore + SessionStore + RateLimitStore + KeyStore + IdentityStore + TokenStore + MfaStore
+    UserStore
+    + SessionStore
+    + RateLimitStore
+    + KeyStore
+    + IdentityStore
+    + TokenStore
+    + MfaStore
+    + PasskeyStore
 {
     /// Round-trips to the database; `Unavailable` when it does not answer.
     async fn ping(&self) -> Result<(), StoreError>;

@@ -21,9 +21,9 @@ use uuid::Uuid;
 
 use super::{
     CredentialChange, EventSlot, EventWindow, IdentityStore, KeyChange, KeyStore, MfaEnable,
-    MfaRecord, MfaStore, NewUser, ProfileUpdate, RateLimitStore, RefreshState, Reserved,
-    SessionRecord, SessionStore, Store, StoreError, StoredKey, TokenKind, TokenRecord, TokenStore,
-    TotpSeal, UserStore,
+    MfaRecord, MfaStore, NewUser, PasskeyDeletion, PasskeyRecord, PasskeyStore, PasskeyUse,
+    ProfileUpdate, RateLimitStore, RefreshState, Reserved, SessionRecord, SessionStore, Store,
+    StoreError, StoredKey, TokenKind, TokenRecord, TokenStore, TotpSeal, UserStore,
 };
 use crate::{
     clock::{from_millis, to_millis},
@@ -33,8 +33,9 @@ use crate::{
 mod docs;
 
 use docs::{
-    to_bson, AccountDoc, KeyEntry, MfaDoc, RateEvent, RateWindowDoc, SealedDoc, SessionDoc,
-    SessionEntry, SessionOwner, TokenDoc, UserDoc, UserKeys, UserMfa, UserParts,
+    to_bson, AccountDoc, KeyEntry, MfaDoc, PasskeyDoc, RateEvent, RateWindowDoc, SealedDoc,
+    SessionDoc, SessionEntry, SessionOwner, TokenDoc, UserDoc, UserHandle, UserKeys, UserMfa,
+    UserParts,
 };
 
 const DEFAULT_DATABASE: &str = "authvault";
@@ -113,7 +114,7 @@ impl MongoStore {
         let index = |keys: Document, options: Option<IndexOptions>| {
             IndexModel::builder().keys(keys).options(options).build()
         };
-        let plan: [(&str, Vec<IndexModel>); 5] = [
+        let plan: [(&str, Vec<IndexModel>); 6] = [
             (
                 "users",
                 vec![
@@ -126,6 +127,13 @@ impl MongoStore {
                 vec![
                     index(doc! {"provider": 1, "providerAccountId": 1}, Some(unique())),
                     index(doc! {"userId": 1, "provider": 1}, Some(unique())),
+                ],
+            ),
+            (
+                "passkeys",
+                vec![
+                    index(doc! {"credentialId": 1}, Some(unique())),
+                    index(doc! {"userId": 1, "createdAt": 1}, None),
                 ],
             ),
             (
@@ -180,6 +188,10 @@ impl MongoStore {
 
     fn accounts(&self) -> Collection<AccountDoc> {
         self.db.collection("accounts")
+    }
+
+    fn passkeys(&self) -> Collection<PasskeyDoc> {
+        self.db.collection("passkeys")
     }
 
     fn tokens(&self) -> Collection<TokenDoc> {
@@ -477,15 +489,26 @@ impl UserStore for MongoStore {
             )
             .await?;
         }
+        if self
+            .bounded(self.passkeys().delete_many(doc! {"userId": &uid}))
+            .await?
+            .deleted_count
+            > 0
+        {
+            removed.push(AuthProvider::Passkey);
+        }
         if remove_password && user_doc.password.is_some() {
             removed.push(AuthProvider::Credentials);
-            removed.sort();
         }
+        removed.sort();
         let mut set = doc! {"emailVerified": bdt(at), "updatedAt": bdt(at)};
         let mut update = Document::new();
         if !removed.is_empty() {
             if removed.contains(&AuthProvider::Credentials) {
                 set.insert("password", Bson::Null);
+            }
+            if removed.contains(&AuthProvider::Passkey) {
+                set.insert("passkeyCount", 0i64);
             }
             update.insert("$pull", doc! {"providers": {"$in": names}});
             update.insert("$inc", doc! {"credVersion": 1i64});
@@ -530,10 +553,11 @@ impl UserStore for MongoStore {
             None => doc! {"_id": &id},
         };
         let users = self.users();
-        // A delete reads no document, so one type serves the three other collections.
-        let owned: [Collection<Document>; 3] = [
+        // A delete reads no document, so one type serves the four other collections.
+        let owned: [Collection<Document>; 4] = [
             self.sessions().clone_with_type(),
             self.accounts().clone_with_type(),
+            self.passkeys().clone_with_type(),
             self.tokens().clone_with_type(),
         ];
         self.transaction(async move |session| {
@@ -1338,6 +1362,182 @@ impl IdentityStore for MongoStore {
         ))
         .await?;
         Ok(result.deleted_count == 1)
+    }
+}
+
+#[async_trait]
+impl PasskeyStore for MongoStore {
+    async fn webauthn_handle(
+        &self,
+        user: UserId,
+        candidate: [u8; 16],
+    ) -> Result<Option<[u8; 16]>, StoreError> {
+        let id = user.to_string();
+        // Set once: a concurrent first registration keeps the handle stored first.
+        self.bounded(self.users().update_one(
+            doc! {"_id": &id, "webauthnHandle": {"$in": [Bson::Null]}},
+            doc! {"$set": {"webauthnHandle": binary(&candidate)}},
+        ))
+        .await?;
+        let found = self
+            .bounded(
+                self.users()
+                    .clone_with_type::<UserHandle>()
+                    .find_one(doc! {"_id": &id})
+                    .projection(doc! {"webauthnHandle": 1}),
+            )
+            .await?;
+        Ok(found.map(|u| u.handle().unwrap_or(candidate)))
+    }
+
+    async fn add_passkey(&self, passkey: &PasskeyRecord) -> Result<bool, StoreError> {
+        let (users, passkeys) = (self.users(), self.passkeys());
+        let uid = passkey.user_id.to_string();
+        let document = PasskeyDoc::new(passkey);
+        // The count moves with the insert; a taken credential ID aborts both.
+        self.transaction(async move |session| {
+            let counted = users
+                .update_one(doc! {"_id": &uid}, doc! {"$inc": {"passkeyCount": 1i64}})
+                .session(&mut *session)
+                .await?;
+            if counted.matched_count == 0 {
+                return Ok(false);
+            }
+            passkeys
+                .insert_one(document.clone())
+                .session(&mut *session)
+                .await?;
+            Ok(true)
+        })
+        .await
+    }
+
+    async fn passkeys(&self, user: UserId) -> Result<Vec<PasskeyRecord>, StoreError> {
+        let cursor = self
+            .bounded(
+                self.passkeys()
+                    .find(doc! {"userId": user.to_string()})
+                    .sort(doc! {"createdAt": 1, "_id": 1}),
+            )
+            .await?;
+        let docs: Vec<PasskeyDoc> = self.bounded(cursor.try_collect()).await?;
+        docs.into_iter().map(PasskeyRecord::try_from).collect()
+    }
+
+    async fn passkey_by_credential(
+        &self,
+        credential_id: &[u8],
+    ) -> Result<Option<(PasskeyRecord, Option<[u8; 16]>)>, StoreError> {
+        let Some(found) = self
+            .bounded(
+                self.passkeys()
+                    .find_one(doc! {"credentialId": binary(credential_id)}),
+            )
+            .await?
+        else {
+            return Ok(None);
+        };
+        let passkey = PasskeyRecord::try_from(found)?;
+        let handle = self
+            .bounded(
+                self.users()
+                    .clone_with_type::<UserHandle>()
+                    .find_one(doc! {"_id": passkey.user_id.to_string()})
+                    .projection(doc! {"webauthnHandle": 1}),
+            )
+            .await?
+            .and_then(UserHandle::handle);
+        Ok(Some((passkey, handle)))
+    }
+
+    async fn rename_passkey(
+        &self,
+        user: UserId,
+        id: Uuid,
+        name: &str,
+    ) -> Result<Option<PasskeyRecord>, StoreError> {
+        let filter = doc! {"_id": id.to_string(), "userId": user.to_string()};
+        let result = self
+            .bounded(
+                self.passkeys()
+                    .update_one(filter.clone(), doc! {"$set": {"name": name}}),
+            )
+            .await?;
+        if result.matched_count == 0 {
+            return Ok(None);
+        }
+        self.bounded(self.passkeys().find_one(filter))
+            .await?
+            .map(PasskeyRecord::try_from)
+            .transpose()
+    }
+
+    async fn delete_passkey(&self, user: UserId, id: Uuid) -> Result<PasskeyDeletion, StoreError> {
+        let (users, passkeys, accounts) = (self.users(), self.passkeys(), self.accounts());
+        let (uid, pid) = (user.to_string(), id.to_string());
+        // Read and write in one transaction: of two concurrent deletes of a user's last two
+        // ways to sign in, the second one's update of the user conflicts and it runs again.
+        self.transaction(async move |session| {
+            let found = passkeys
+                .find_one(doc! {"_id": &pid, "userId": &uid})
+                .session(&mut *session)
+                .await?;
+            if found.is_none() {
+                return Ok(PasskeyDeletion::NotFound);
+            }
+            let owner = users
+                .clone_with_type::<UserParts>()
+                .find_one(doc! {"_id": &uid})
+                .projection(doc! {"password": 1, "providers": 1})
+                .session(&mut *session)
+                .await?;
+            let Some(owner) = owner else {
+                return Ok(PasskeyDeletion::NotFound);
+            };
+            let other_passkeys = passkeys
+                .count_documents(doc! {"userId": &uid, "_id": {"$ne": &pid}})
+                .session(&mut *session)
+                .await?;
+            let identities = accounts
+                .count_documents(doc! {"userId": &uid})
+                .session(&mut *session)
+                .await?;
+            if owner.password.is_none()
+                && owner.providers().next().is_none()
+                && identities == 0
+                && other_passkeys == 0
+            {
+                return Ok(PasskeyDeletion::LastSignInMethod);
+            }
+            passkeys
+                .delete_one(doc! {"_id": &pid, "userId": &uid})
+                .session(&mut *session)
+                .await?;
+            users
+                .update_one(
+                    doc! {"_id": &uid},
+                    doc! {"$set": {"passkeyCount": other_passkeys as i64}},
+                )
+                .session(&mut *session)
+                .await?;
+            Ok(PasskeyDeletion::Deleted)
+        })
+        .await
+    }
+
+    async fn record_passkey_use(&self, id: Uuid, used: PasskeyUse) -> Result<bool, StoreError> {
+        let result = self
+            .bounded(self.passkeys().update_one(
+                doc! {"_id": id.to_string(), "counter": i64::from(used.previous_counter)},
+                doc! {"$set": {
+                    "counter": i64::from(used.counter),
+                    "backupEligible": used.backup_eligible,
+                    "backupState": used.backup_state,
+                    "lastUsedAt": bdt(used.at),
+                }},
+            ))
+            .await?;
+        Ok(result.matched_count == 1)
     }
 }
 

@@ -16,9 +16,10 @@ use uuid::Uuid;
 
 use super::{
     CredentialChange, EventSlot, EventWindow, IdentityStore, KeyChange, KeyStore, MfaEnable,
-    MfaRecord, MfaStore, NewUser, ProfileUpdate, RateLimitStore, RefreshState, Reserved,
-    SessionRecord, SessionStore, Store, StoreError, StoredKey, TokenKind, TokenRecord, TokenStore,
-    TotpSeal, UserStore, MAX_LIVE_SESSIONS,
+    MfaRecord, MfaStore, NewUser, PasskeyDeletion, PasskeyRecord, PasskeyStore, PasskeyUse,
+    ProfileUpdate, RateLimitStore, RefreshState, Reserved, SessionRecord, SessionStore, Store,
+    StoreError, StoredKey, TokenKind, TokenRecord, TokenStore, TotpSeal, UserStore,
+    MAX_LIVE_SESSIONS,
 };
 use crate::{
     clock::{from_millis, to_millis},
@@ -34,6 +35,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("../../migrations/sqlite/0006_credential_version.sql"),
     include_str!("../../migrations/sqlite/0007_session_amr.sql"),
     include_str!("../../migrations/sqlite/0008_mfa.sql"),
+    include_str!("../../migrations/sqlite/0009_passkeys.sql"),
 ];
 const MAX_CONNECTIONS: usize = 8;
 
@@ -278,7 +280,10 @@ macro_rules! user_columns {
             ".credential_version, ",
             "EXISTS (SELECT 1 FROM mfa WHERE mfa.user_id = ",
             $t,
-            ".id AND mfa.secret_nonce IS NOT NULL)"
+            ".id AND mfa.secret_nonce IS NOT NULL), ",
+            "(SELECT COUNT(*) FROM passkeys WHERE passkeys.user_id = ",
+            $t,
+            ".id)"
         )
     };
 }
@@ -342,6 +347,7 @@ fn user_from_row_at(row: &Row<'_>, at: usize) -> rusqlite::Result<User> {
         email_verified: row.get::<_, Option<i64>>(at + 8)?.map(from_millis),
         credential_version: row.get::<_, i64>(at + 9)? as u64,
         mfa_enabled: row.get(at + 10)?,
+        passkeys: row.get::<_, i64>(at + 11)?.clamp(0, i64::from(u32::MAX)) as u32,
     })
 }
 
@@ -578,6 +584,13 @@ impl UserStore for SqliteStore {
                 })?
                 .filter_map(|p| p.map(|p| AuthProvider::parse(&p)).transpose())
                 .collect::<rusqlite::Result<_>>()?;
+            if tx
+                .prepare_cached("DELETE FROM passkeys WHERE user_id = ?1")?
+                .execute([&id])?
+                > 0
+            {
+                removed.push(AuthProvider::Passkey);
+            }
             if remove_password
                 && tx
                     .prepare_cached(
@@ -1365,6 +1378,196 @@ impl MfaStore for SqliteStore {
                 |row| row.get::<_, i64>(0),
             )
             .map(|n| n as u64)
+        })
+        .await
+    }
+}
+
+const PASSKEY_COLUMNS: &str = "id, user_id, credential_id, name, credential, counter, \
+    backup_eligible, backup_state, transports, created_at, last_used_at";
+
+fn passkey_from_row(row: &Row<'_>) -> rusqlite::Result<PasskeyRecord> {
+    let bad = |i: usize, what: &str| {
+        rusqlite::Error::FromSqlConversionFailure(
+            i,
+            rusqlite::types::Type::Text,
+            format!("stored passkey {what} is invalid").into(),
+        )
+    };
+    let id: String = row.get(0)?;
+    let user: String = row.get(1)?;
+    let transports: String = row.get(8)?;
+    Ok(PasskeyRecord {
+        id: id.parse().map_err(|_| bad(0, "id"))?,
+        user_id: user.parse().map_err(|_| bad(1, "user id"))?,
+        credential_id: row.get(2)?,
+        name: row.get(3)?,
+        credential: row.get(4)?,
+        counter: u32::try_from(row.get::<_, i64>(5)?).map_err(|_| bad(5, "counter"))?,
+        backup_eligible: row.get(6)?,
+        backup_state: row.get(7)?,
+        transports: serde_json::from_str(&transports).map_err(|_| bad(8, "transports"))?,
+        created_at: from_millis(row.get(9)?),
+        last_used_at: row.get::<_, Option<i64>>(10)?.map(from_millis),
+    })
+}
+
+fn handle_from(bytes: Option<Vec<u8>>) -> Option<[u8; 16]> {
+    bytes.and_then(|b| <[u8; 16]>::try_from(b.as_slice()).ok())
+}
+
+#[async_trait]
+impl PasskeyStore for SqliteStore {
+    async fn webauthn_handle(
+        &self,
+        user: UserId,
+        candidate: [u8; 16],
+    ) -> Result<Option<[u8; 16]>, StoreError> {
+        self.run(move |conn| {
+            let id = user.to_string();
+            let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+            tx.prepare_cached(
+                "UPDATE users SET webauthn_handle = ?2 WHERE id = ?1 AND webauthn_handle IS NULL",
+            )?
+            .execute(params![id, candidate.as_slice()])?;
+            let handle: Option<Option<Vec<u8>>> = tx
+                .prepare_cached("SELECT webauthn_handle FROM users WHERE id = ?1")?
+                .query_row([&id], |row| row.get(0))
+                .optional()?;
+            tx.commit()?;
+            Ok(handle.map(handle_from).map(|h| h.unwrap_or(candidate)))
+        })
+        .await
+    }
+
+    async fn add_passkey(&self, passkey: &PasskeyRecord) -> Result<bool, StoreError> {
+        let p = passkey.clone();
+        self.run(move |conn| {
+            let transports = serde_json::to_string(&p.transports)
+                .map_err(|e| rusqlite::Error::ToSqlConversionFailure(e.into()))?;
+            // One statement: the row goes in only while the user exists.
+            let inserted = conn
+                .prepare_cached(
+                    "INSERT INTO passkeys (id, user_id, credential_id, name, credential, counter, \
+                       backup_eligible, backup_state, transports, created_at, last_used_at) \
+                     SELECT ?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11 \
+                     WHERE EXISTS (SELECT 1 FROM users WHERE id = ?2)",
+                )?
+                .execute(params![
+                    p.id.to_string(),
+                    p.user_id.to_string(),
+                    p.credential_id,
+                    p.name,
+                    p.credential,
+                    i64::from(p.counter),
+                    p.backup_eligible,
+                    p.backup_state,
+                    transports,
+                    to_millis(p.created_at),
+                    p.last_used_at.map(to_millis),
+                ])?;
+            Ok(inserted == 1)
+        })
+        .await
+    }
+
+    async fn passkeys(&self, user: UserId) -> Result<Vec<PasskeyRecord>, StoreError> {
+        self.read(move |conn| {
+            conn.prepare_cached(&format!(
+                "SELECT {PASSKEY_COLUMNS} FROM passkeys WHERE user_id = ?1 \
+                 ORDER BY created_at, id"
+            ))?
+            .query_map([user.to_string()], passkey_from_row)?
+            .collect()
+        })
+        .await
+    }
+
+    async fn passkey_by_credential(
+        &self,
+        credential_id: &[u8],
+    ) -> Result<Option<(PasskeyRecord, Option<[u8; 16]>)>, StoreError> {
+        let credential_id = credential_id.to_vec();
+        self.read(move |conn| {
+            conn.prepare_cached(&format!(
+                "SELECT {PASSKEY_COLUMNS}, (SELECT webauthn_handle FROM users \
+                   WHERE users.id = passkeys.user_id) \
+                 FROM passkeys WHERE credential_id = ?1"
+            ))?
+            .query_row([&credential_id], |row| {
+                Ok((passkey_from_row(row)?, handle_from(row.get(11)?)))
+            })
+            .optional()
+        })
+        .await
+    }
+
+    async fn rename_passkey(
+        &self,
+        user: UserId,
+        id: Uuid,
+        name: &str,
+    ) -> Result<Option<PasskeyRecord>, StoreError> {
+        let name = name.to_owned();
+        self.run(move |conn| {
+            conn.prepare_cached(&format!(
+                "UPDATE passkeys SET name = ?3 WHERE id = ?1 AND user_id = ?2 \
+                 RETURNING {PASSKEY_COLUMNS}"
+            ))?
+            .query_row(
+                params![id.to_string(), user.to_string(), name],
+                passkey_from_row,
+            )
+            .optional()
+        })
+        .await
+    }
+
+    async fn delete_passkey(&self, user: UserId, id: Uuid) -> Result<PasskeyDeletion, StoreError> {
+        self.run(move |conn| {
+            let (id, user) = (id.to_string(), user.to_string());
+            let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+            let exists = tx
+                .prepare_cached("SELECT 1 FROM passkeys WHERE id = ?1 AND user_id = ?2")?
+                .exists(params![id, user])?;
+            if !exists {
+                return Ok(PasskeyDeletion::NotFound);
+            }
+            // Another way to sign in: a password, an identity, or another passkey.
+            let others: bool = tx
+                .prepare_cached(
+                    "SELECT EXISTS (SELECT 1 FROM users WHERE id = ?1 AND password_hash IS NOT NULL) \
+                       OR EXISTS (SELECT 1 FROM identities WHERE user_id = ?1) \
+                       OR EXISTS (SELECT 1 FROM passkeys WHERE user_id = ?1 AND id <> ?2)",
+                )?
+                .query_row(params![user, id], |row| row.get(0))?;
+            if !others {
+                return Ok(PasskeyDeletion::LastSignInMethod);
+            }
+            tx.prepare_cached("DELETE FROM passkeys WHERE id = ?1 AND user_id = ?2")?
+                .execute(params![id, user])?;
+            tx.commit()?;
+            Ok(PasskeyDeletion::Deleted)
+        })
+        .await
+    }
+
+    async fn record_passkey_use(&self, id: Uuid, used: PasskeyUse) -> Result<bool, StoreError> {
+        self.run(move |conn| {
+            let changed = conn
+                .prepare_cached(
+                    "UPDATE passkeys SET counter = ?3, backup_eligible = ?4, backup_state = ?5, \
+                       last_used_at = ?6 WHERE id = ?1 AND counter = ?2",
+                )?
+                .execute(params![
+                    id.to_string(),
+                    i64::from(used.previous_counter),
+                    i64::from(used.counter),
+                    used.backup_eligible,
+                    used.backup_state,
+                    to_millis(used.at),
+                ])?;
+            Ok(changed == 1)
         })
         .await
     }

@@ -21,7 +21,7 @@ backend_tests!(
     linking_to_a_verified_account_keeps_its_password_and_mails_a_notice,
 );
 
-async fn app_with_mail(backend: Backend, extra: &[(&str, &str)]) -> (TestApp, SmtpSink) {
+pub(crate) async fn app_with_mail(backend: Backend, extra: &[(&str, &str)]) -> (TestApp, SmtpSink) {
     let sink = SmtpSink::start(true);
     let url = sink.url();
     let mut vars = vec![

@@ -14,6 +14,7 @@ mod jwks;
 mod mfa;
 mod oauth;
 mod oidc_peer;
+mod passkeys;
 mod resilience;
 mod security;
 mod sessions;

@@ -85,8 +85,8 @@ fn code(secret: &str, step: u64) -> String {
 
 /// A user with MFA on: the enrolment's secret, the recovery codes, and the step its
 /// confirmation used (the previous one, so that the current and the next are still unused).
-struct MfaUser {
-    user: TestUser,
+pub(crate) struct MfaUser {
+    pub(crate) user: TestUser,
     secret: String,
     recovery: Vec<String>,
     confirmed_step: u64,
@@ -136,7 +136,7 @@ async fn turn_on(app: &TestApp, user: TestUser) -> MfaUser {
     }
 }
 
-async fn mfa_user(app: &TestApp) -> MfaUser {
+pub(crate) async fn mfa_user(app: &TestApp) -> MfaUser {
     let user = app.signed_up_user().await;
     turn_on(app, user).await
 }

@@ -32,6 +32,7 @@ async fn create_user_with_identity_creates_a_user_linked_to_it_and_found_by_it(
         email_verified: None,
         credential_version: 0,
         mfa_enabled: false,
+        passkeys: 0,
         created_at: at,
         updated_at: at,
     };

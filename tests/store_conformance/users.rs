@@ -54,6 +54,7 @@ async fn a_created_user_reads_back_by_id_and_by_email(store: Arc<dyn Store>) {
         email_verified: None,
         credential_version: 0,
         mfa_enabled: false,
+        passkeys: 0,
         created_at: at,
         updated_at: at,
     };

@@ -14,8 +14,8 @@ use super::{bdt, binary, odt};
 use crate::{
     domain::{Amr, AuthProvider, Email, KeyProvider, SealedKey, User, UserId, UserName},
     store::{
-        EventWindow, MfaRecord, NewUser, RefreshState, SessionRecord, StoreError, StoredKey,
-        TokenKind, TokenRecord, TotpSeal, MAX_LIVE_SESSIONS,
+        EventWindow, MfaRecord, NewUser, PasskeyRecord, RefreshState, SessionRecord, StoreError,
+        StoredKey, TokenKind, TokenRecord, TotpSeal, MAX_LIVE_SESSIONS,
     },
 };
 
@@ -78,6 +78,14 @@ pub(super) struct UserDoc {
     /// that does not read as one fails, rather than reading as MFA off.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub mfa: Option<MfaDoc>,
+    /// How many documents of `passkeys` are the user's; moved in the transaction that adds or
+    /// deletes one.
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "lenient"
+    )]
+    pub passkey_count: Option<i64>,
 }
 
 /// A user document's `mfa`: MFA is on exactly when `secret` is set.
@@ -158,6 +166,7 @@ impl UserDoc {
             sessions: Sessions::default(),
             api_keys: ApiKeys::default(),
             mfa: None,
+            passkey_count: None,
         }
     }
 }
@@ -184,6 +193,7 @@ impl TryFrom<UserDoc> for User {
                 email_verified: d.email_verified.map(odt),
                 credential_version: version(d.cred_version),
                 mfa_enabled: d.mfa.as_ref().is_some_and(MfaDoc::enabled),
+                passkeys: d.passkey_count.unwrap_or(0).clamp(0, i64::from(u32::MAX)) as u32,
                 created_at: odt(d.created_at),
                 updated_at: odt(d.updated_at),
             })
@@ -505,6 +515,82 @@ pub(super) struct SessionOwner {
 impl SessionOwner {
     pub fn user(&self) -> Option<UserId> {
         self.user_id.as_deref()?.parse().ok()
+    }
+}
+
+/// A `passkeys` document: one WebAuthn credential of a user.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub(super) struct PasskeyDoc {
+    #[serde(rename = "_id")]
+    pub id: String,
+    pub user_id: String,
+    pub credential_id: Binary,
+    pub name: String,
+    pub credential: String,
+    pub counter: i64,
+    pub backup_eligible: bool,
+    pub backup_state: bool,
+    #[serde(default)]
+    pub transports: Vec<String>,
+    pub created_at: DateTime,
+    #[serde(default, deserialize_with = "lenient")]
+    pub last_used_at: Option<DateTime>,
+}
+
+impl PasskeyDoc {
+    pub fn new(p: &PasskeyRecord) -> Self {
+        Self {
+            id: p.id.to_string(),
+            user_id: p.user_id.to_string(),
+            credential_id: binary(&p.credential_id),
+            name: p.name.clone(),
+            credential: p.credential.clone(),
+            counter: i64::from(p.counter),
+            backup_eligible: p.backup_eligible,
+            backup_state: p.backup_state,
+            transports: p.transports.clone(),
+            created_at: bdt(p.created_at),
+            last_used_at: p.last_used_at.map(bdt),
+        }
+    }
+}
+
+impl TryFrom<PasskeyDoc> for PasskeyRecord {
+    type Error = StoreError;
+
+    fn try_from(d: PasskeyDoc) -> Result<Self, StoreError> {
+        let read = move || -> anyhow::Result<PasskeyRecord> {
+            Ok(PasskeyRecord {
+                id: d.id.parse().context("passkey _id")?,
+                user_id: d.user_id.parse().context("passkey userId")?,
+                credential_id: generic(d.credential_id).context("passkey credentialId")?,
+                name: d.name,
+                credential: d.credential,
+                counter: u32::try_from(d.counter).context("passkey counter")?,
+                backup_eligible: d.backup_eligible,
+                backup_state: d.backup_state,
+                transports: d.transports,
+                created_at: odt(d.created_at),
+                last_used_at: d.last_used_at.map(odt),
+            })
+        };
+        read().map_err(|e| StoreError::Other(e.context("reading a passkey document")))
+    }
+}
+
+/// What a passkey sign-in reads of its user's document.
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub(super) struct UserHandle {
+    #[serde(default, deserialize_with = "lenient")]
+    pub webauthn_handle: Option<Binary>,
+}
+
+impl UserHandle {
+    pub fn handle(self) -> Option<[u8; 16]> {
+        let bytes = generic(self.webauthn_handle?)?;
+        <[u8; 16]>::try_from(bytes.as_slice()).ok()
     }
 }
 

@@ -1,5 +1,6 @@
 //! `spawn_app(backend)`, request helpers, and the `backend_tests!` macro.
 
+pub mod authenticator;
 pub mod process;
 pub mod providers;
 pub mod smtp;
