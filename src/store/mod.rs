@@ -512,7 +512,8 @@ pub trait PasskeyStore: Send + Sync {
         name: &str,
     ) -> Result<Option<PasskeyRecord>, StoreError>;
     /// Deletes one of the user's passkeys unless it is their last way to sign in (no password,
-    /// no linked identity, no other passkey), decided in one step with the delete.
+    /// no linked identity, no other passkey), decided in one step with the delete; the
+    /// credential version moves (a sign-in in flight with it starts no session).
     async fn delete_passkey(&self, user: UserId, id: Uuid) -> Result<PasskeyDeletion, StoreError>;
     /// Records a sign-in with the passkey: the new counter, backup flags and last use, only
     /// while its counter is still `used.previous_counter` (so of two concurrent sign-ins with one

@@ -1516,7 +1516,11 @@ impl PasskeyStore for MongoStore {
             users
                 .update_one(
                     doc! {"_id": &uid},
-                    doc! {"$set": {"passkeyCount": other_passkeys as i64}},
+                    // The credential version moves: a sign-in in flight with it starts no session.
+                    doc! {
+                        "$set": {"passkeyCount": other_passkeys as i64},
+                        "$inc": {"credVersion": 1i64},
+                    },
                 )
                 .session(&mut *session)
                 .await?;

@@ -1546,6 +1546,11 @@ impl PasskeyStore for SqliteStore {
             }
             tx.prepare_cached("DELETE FROM passkeys WHERE id = ?1 AND user_id = ?2")?
                 .execute(params![id, user])?;
+            // A sign-in in flight with it starts no session.
+            tx.prepare_cached(
+                "UPDATE users SET credential_version = credential_version + 1 WHERE id = ?1",
+            )?
+            .execute([&user])?;
             tx.commit()?;
             Ok(PasskeyDeletion::Deleted)
         })

@@ -66,6 +66,7 @@ mod credentials;
 mod health;
 mod identities;
 mod mfa;
+mod passkeys;
 mod rate_limits;
 mod sessions;
 mod tokens;
