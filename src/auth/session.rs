@@ -40,6 +40,15 @@ impl CurrentUser {
     pub fn recently_authenticated(&self) -> bool {
         clock::now() - self.auth_time < time::Duration::minutes(10)
     }
+
+    /// The caller as stored now; `unauthenticated` when the account is gone.
+    pub async fn load(&self, state: &AppState) -> Result<User, ApiError> {
+        state
+            .store
+            .user_by_id(self.id)
+            .await?
+            .ok_or(ApiError::Unauthenticated)
+    }
 }
 
 /// The token of the request: the `Authorization` header wins over the cookie.

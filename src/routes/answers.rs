@@ -182,6 +182,13 @@ pub fn session_answer(
     res.json(auth_response(user, started, client))
 }
 
+/// A 200 answer that no cache may keep (secrets, one-time challenges).
+pub fn no_store() -> actix_web::HttpResponseBuilder {
+    let mut builder = HttpResponse::Ok();
+    builder.insert_header((actix_web::http::header::CACHE_CONTROL, "no-store"));
+    builder
+}
+
 /// Answers a sign-in: the session (with `status`), or 200 with the `mfaRequired` body.
 pub fn sign_in_answer(
     state: &AppState,
@@ -192,9 +199,7 @@ pub fn sign_in_answer(
 ) -> HttpResponse {
     match signed_in {
         SignIn::Started(started) => session_answer(state, user, started, client, status),
-        SignIn::MfaRequired(challenge) => HttpResponse::Ok()
-            .insert_header((actix_web::http::header::CACHE_CONTROL, "no-store"))
-            .json(mfa_required(challenge)),
+        SignIn::MfaRequired(challenge) => no_store().json(mfa_required(challenge)),
     }
 }
 

@@ -6,7 +6,7 @@ use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
 use super::{
-    answers::{origin, session_answer, AuthResponse, ClientKind},
+    answers::{no_store, origin, session_answer, AuthResponse, ClientKind},
     json::ApiJson,
     problems,
 };
@@ -65,23 +65,10 @@ pub struct MfaVerifyRequest {
     pub client: Option<ClientKind>,
 }
 
-async fn load_user(
-    state: &AppState,
-    current: &CurrentUser,
-) -> Result<crate::domain::User, ApiError> {
-    state
-        .store
-        .user_by_id(current.id)
-        .await?
-        .ok_or(ApiError::Unauthenticated)
-}
-
 fn recovery(codes: Vec<String>) -> HttpResponse {
-    HttpResponse::Ok()
-        .insert_header((actix_web::http::header::CACHE_CONTROL, "no-store"))
-        .json(RecoveryCodes {
-            recovery_codes: codes,
-        })
+    no_store().json(RecoveryCodes {
+        recovery_codes: codes,
+    })
 }
 
 /// Start enrolling an authenticator app: a new pending TOTP secret (replacing a pending one).
@@ -97,15 +84,13 @@ pub async fn enrol_totp(
     state: web::Data<AppState>,
     current: CurrentUser,
 ) -> Result<HttpResponse, ApiError> {
-    let user = load_user(&state, &current).await?;
+    let user = current.load(&state).await?;
     let enrolment = mfa::enrol(&state, &current, &user).await?;
-    Ok(HttpResponse::Ok()
-        .insert_header((actix_web::http::header::CACHE_CONTROL, "no-store"))
-        .json(TotpEnrolment {
-            secret: enrolment.secret,
-            otpauth_url: enrolment.otpauth_url,
-            qr_svg: enrolment.qr_svg,
-        }))
+    Ok(no_store().json(TotpEnrolment {
+        secret: enrolment.secret,
+        otpauth_url: enrolment.otpauth_url,
+        qr_svg: enrolment.qr_svg,
+    }))
 }
 
 /// Confirm the pending secret with a code from the app: MFA is on.
@@ -122,7 +107,7 @@ pub async fn confirm_totp(
     current: CurrentUser,
     ApiJson(body): ApiJson<CodeRequest>,
 ) -> Result<HttpResponse, ApiError> {
-    let user = load_user(&state, &current).await?;
+    let user = current.load(&state).await?;
     let codes = mfa::confirm(&state, &current, &user, &body.code).await?;
     Ok(recovery(codes))
 }
@@ -145,7 +130,7 @@ pub async fn disable_mfa(
     ip: ClientIp,
     ApiJson(body): ApiJson<CodeRequest>,
 ) -> Result<HttpResponse, ApiError> {
-    let user = load_user(&state, &current).await?;
+    let user = current.load(&state).await?;
     mfa::disable(&state, &current, &user, ip, &body.code).await?;
     Ok(HttpResponse::NoContent().finish())
 }
@@ -168,7 +153,7 @@ pub async fn regenerate_recovery_codes(
     ip: ClientIp,
     ApiJson(body): ApiJson<CodeRequest>,
 ) -> Result<HttpResponse, ApiError> {
-    let user = load_user(&state, &current).await?;
+    let user = current.load(&state).await?;
     let codes = mfa::regenerate(&state, &current, &user, ip, &body.code).await?;
     Ok(recovery(codes))
 }

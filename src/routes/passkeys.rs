@@ -12,7 +12,7 @@ use webauthn_rs::prelude::{PublicKeyCredential, RegisterPublicKeyCredential};
 use webauthn_rs_proto::{PublicKeyCredentialCreationOptions, PublicKeyCredentialRequestOptions};
 
 use super::{
-    answers::{origin, session_answer, AuthResponse, ClientKind},
+    answers::{no_store, origin, session_answer, AuthResponse, ClientKind},
     json::{ApiJson, OptionalJson},
     problems,
 };
@@ -262,23 +262,6 @@ pub struct AssertionResponseJson {
     user_handle: Option<String>,
 }
 
-async fn load_user(
-    state: &AppState,
-    current: &CurrentUser,
-) -> Result<crate::domain::User, ApiError> {
-    state
-        .store
-        .user_by_id(current.id)
-        .await?
-        .ok_or(ApiError::Unauthenticated)
-}
-
-fn no_store(status: StatusCode) -> actix_web::HttpResponseBuilder {
-    let mut builder = HttpResponse::build(status);
-    builder.insert_header((actix_web::http::header::CACHE_CONTROL, "no-store"));
-    builder
-}
-
 /// Begin registering a passkey for the signed-in user.
 #[utoipa::path(post, path = "/api/user/passkeys/register/start", tag = "passkeys",
     security(("bearer" = []), ("cookie" = [])),
@@ -294,9 +277,9 @@ pub async fn register_start(
     current: CurrentUser,
     _body: OptionalJson<BTreeMap<String, serde_json::Value>>,
 ) -> Result<HttpResponse, ApiError> {
-    let user = load_user(&state, &current).await?;
+    let user = current.load(&state).await?;
     let ceremony = passkeys::start_registration(&state, &current, &user).await?;
-    Ok(no_store(StatusCode::OK).json(RegistrationStart {
+    Ok(no_store().json(RegistrationStart {
         flow_id: ceremony.flow_id,
         public_key: ceremony.options,
     }))
@@ -399,7 +382,7 @@ pub async fn signin_start(
     CredentialBudget(_ip): CredentialBudget,
 ) -> Result<HttpResponse, ApiError> {
     let ceremony = passkeys::start_sign_in(&state).await?;
-    Ok(no_store(StatusCode::OK).json(SignInStart {
+    Ok(no_store().json(SignInStart {
         flow_id: ceremony.flow_id,
         public_key: ceremony.options,
     }))

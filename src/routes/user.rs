@@ -12,7 +12,7 @@ use crate::{
     accounts,
     auth::{ClientIp, CurrentUser},
     clock,
-    domain::{FieldError, FieldErrors, Password, User, UserName},
+    domain::{FieldError, FieldErrors, Password, UserName},
     error::ApiError,
     state::AppState,
     store::ProfileUpdate,
@@ -71,14 +71,6 @@ fn parse_image(raw: &str) -> Result<String, FieldError> {
     }
 }
 
-async fn load_user(state: &AppState, current: &CurrentUser) -> Result<User, ApiError> {
-    state
-        .store
-        .user_by_id(current.id)
-        .await?
-        .ok_or(ApiError::Unauthenticated)
-}
-
 /// The signed-in user.
 #[utoipa::path(get, path = "/api/user", tag = "user",
     security(("bearer" = []), ("cookie" = [])),
@@ -90,7 +82,7 @@ pub async fn get_user(
     state: web::Data<AppState>,
     current: CurrentUser,
 ) -> Result<HttpResponse, ApiError> {
-    let user = load_user(&state, &current).await?;
+    let user = current.load(&state).await?;
     Ok(HttpResponse::Ok().json(UserBody::from(&user)))
 }
 
@@ -144,7 +136,7 @@ pub async fn change_password(
     ApiJson(body): ApiJson<ChangePasswordRequest>,
 ) -> Result<HttpResponse, ApiError> {
     let new_password = Password::parse(&body.new_password, "newPassword")?;
-    let user = load_user(&state, &current).await?;
+    let user = current.load(&state).await?;
     accounts::change_password(
         &state,
         &current,
@@ -174,7 +166,7 @@ pub async fn delete_user(
     ip: ClientIp,
     OptionalJson(body): OptionalJson<DeleteUserRequest>,
 ) -> Result<HttpResponse, ApiError> {
-    let user = load_user(&state, &current).await?;
+    let user = current.load(&state).await?;
     accounts::delete_account(&state, &current, ip, &user, body.password.as_deref()).await?;
     Ok(HttpResponse::NoContent()
         .cookie(state.cookies.clear_session())

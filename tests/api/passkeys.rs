@@ -120,6 +120,39 @@ async fn sign_in_with(
     signin_finish(app, &flow, &credential).await
 }
 
+/// The statuses the racing requests got, sorted.
+async fn sorted_statuses(tasks: Vec<tokio::task::JoinHandle<u16>>) -> Vec<u16> {
+    let mut statuses = Vec::new();
+    for task in tasks {
+        statuses.push(task.await.unwrap());
+    }
+    statuses.sort();
+    statuses
+}
+
+/// Answers wrong in one way each: another origin, another RP ID, no user verification, another
+/// ceremony's challenge.
+fn wrong_answers() -> Vec<Answer> {
+    vec![
+        Answer {
+            origin: "http://evil.test".into(),
+            ..Answer::from(ORIGIN)
+        },
+        Answer {
+            rp_id: Some("evil.test".into()),
+            ..Answer::from(ORIGIN)
+        },
+        Answer {
+            user_verified: false,
+            ..Answer::from(ORIGIN)
+        },
+        Answer {
+            challenge: Some("AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA".into()),
+            ..Answer::from(ORIGIN)
+        },
+    ]
+}
+
 async fn passkey_list(app: &TestApp, token: &str) -> Vec<Value> {
     let res = app.get_bearer("/api/user/passkeys", token).await;
     assert_eq!(res.status(), 200);
@@ -327,28 +360,11 @@ async fn registration_refuses_wrong_answers_and_spent_or_foreign_ceremonies(back
     let app = passkey_app(backend).await;
     let user = app.signed_up_user().await;
     let mut authenticator = SoftAuthenticator::new();
-    let wrong = [
-        Answer {
-            origin: "http://evil.test".into(),
-            ..Answer::from(ORIGIN)
-        },
-        Answer {
-            origin: "http://sub.app.test".into(),
-            ..Answer::from(ORIGIN)
-        },
-        Answer {
-            rp_id: Some("evil.test".into()),
-            ..Answer::from(ORIGIN)
-        },
-        Answer {
-            user_verified: false,
-            ..Answer::from(ORIGIN)
-        },
-        Answer {
-            challenge: Some("AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA".into()),
-            ..Answer::from(ORIGIN)
-        },
-    ];
+    let mut wrong = wrong_answers();
+    wrong.push(Answer {
+        origin: "http://sub.app.test".into(),
+        ..Answer::from(ORIGIN)
+    });
     for answer in &wrong {
         let (flow, options) = register_start(&app, &user.token).await;
         let credential = authenticator.register(&options, answer);
@@ -393,23 +409,8 @@ async fn sign_in_refuses_every_wrong_answer(backend: Backend) {
     let mut authenticator = SoftAuthenticator::new();
     register(&app, &user.token, &mut authenticator).await;
     register(&app, &other.token, &mut authenticator).await;
-    let wrong = [
-        Answer {
-            origin: "http://evil.test".into(),
-            ..Answer::from(ORIGIN)
-        },
-        Answer {
-            rp_id: Some("evil.test".into()),
-            ..Answer::from(ORIGIN)
-        },
-        Answer {
-            user_verified: false,
-            ..Answer::from(ORIGIN)
-        },
-        Answer {
-            challenge: Some("AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA".into()),
-            ..Answer::from(ORIGIN)
-        },
+    let mut wrong = wrong_answers();
+    wrong.extend([
         // The other user's handle with this user's credential, and no handle at all.
         Answer {
             user_handle: Some(Some(authenticator.credentials[1].user_handle.clone())),
@@ -419,7 +420,7 @@ async fn sign_in_refuses_every_wrong_answer(backend: Backend) {
             user_handle: Some(None),
             ..Answer::from(ORIGIN)
         },
-    ];
+    ]);
     for answer in &wrong {
         let res = sign_in_with(&app, &mut authenticator, 0, answer).await;
         app.assert_problem(res, 401, "invalid_credentials").await;
@@ -503,12 +504,7 @@ async fn a_sign_counter_gone_backwards_is_refused_and_racing_sign_ins_count_once
             })
         })
         .collect();
-    let mut statuses = Vec::new();
-    for task in tasks {
-        statuses.push(task.await.unwrap());
-    }
-    statuses.sort();
-    assert_eq!(statuses, vec![200, 401]);
+    assert_eq!(sorted_statuses(tasks).await, vec![200, 401]);
 }
 
 async fn a_user_with_totp_on_signs_in_with_a_passkey_in_one_step(backend: Backend) {
@@ -667,12 +663,7 @@ async fn racing_deletes_of_the_last_two_passkeys_leave_one(backend: Backend) {
                 })
             })
             .collect();
-        let mut statuses = Vec::new();
-        for task in tasks {
-            statuses.push(task.await.unwrap());
-        }
-        statuses.sort();
-        assert_eq!(statuses, vec![204, 409]);
+        assert_eq!(sorted_statuses(tasks).await, vec![204, 409]);
         assert_eq!(passkey_list(&app, &token).await.len(), 1);
         assert_eq!(providers_of(&app, &token).await, json!(["passkey"]));
     }
