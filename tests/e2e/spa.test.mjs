@@ -2,13 +2,16 @@
 //
 // Starts, each on 127.0.0.1 and a port of its own:
 //   authvault   $AUTHVAULT_BIN (default target/debug/authvault) on the embedded store in a temp
-//               dir, plain-http cookies, no SMTP (mail lands in <data dir>/outbox/*.eml);
+//               dir, plain-http cookies, no SMTP (mail lands in <data dir>/outbox/*.eml), its
+//               public URL on localhost so that passkeys are on (RP ID localhost);
 //   fake GitHub OAuth 2.0 + REST in GitHub's wire format (checks client credentials,
 //               redirect_uri, single-use codes and the PKCE S256 verifier);
 //   fake Together AI  POST /v1/chat/completions, streamed as OpenAI-style SSE chunks;
 //   the SPA     examples/spa/ from a static server (an origin on the CORS list);
 //   a foreign   page origin that is NOT on the CORS list;
-// then drives the SPA through every flow, asserting on what the page shows, with a screenshot
+// the browser reaches authvault, the SPA and the foreign page as http://localhost:PORT: a domain
+// name (a WebAuthn RP ID cannot be an IP address) and a secure context over plain http.
+// Then drives the SPA through every flow, asserting on what the page shows, with a screenshot
 // per step and authvault's log in $AUTHVAULT_BROWSER_OUT (default tests/e2e/out/). Chromium:
 // $AUTHVAULT_BROWSER_CHROMIUM, default /usr/bin/chromium; if it cannot start, every test fails.
 //
@@ -17,6 +20,7 @@
 import assert from "node:assert/strict";
 import { spawn } from "node:child_process";
 import { createHash, createHmac, randomBytes } from "node:crypto";
+import dns from "node:dns";
 import { createReadStream, openSync, closeSync } from "node:fs";
 import { copyFile, mkdir, mkdtemp, readdir, readFile, rm, stat } from "node:fs/promises";
 import http from "node:http";
@@ -46,13 +50,19 @@ const NEW_PASSWORD = "difference engine 1822";
 const GRACE = { name: "Grace Hopper", email: "grace@example.com", password: "compiler cobol 1959" };
 const SESSION_COOKIE = "authvault.session";
 
+// Every server binds 127.0.0.1 only; where /etc/hosts also maps localhost to ::1, try 127.0.0.1
+// first (Chromium falls back by itself).
+dns.setDefaultResultOrder("ipv4first");
+
 // ---------------------------------------------------------------------------------------------
 // Small servers
 
-function listen(server) {
+// Binds 127.0.0.1 and answers the server's URL, naming the host `name`: localhost for what the
+// browser opens, 127.0.0.1 for the fakes only authvault calls.
+function listen(server, name = "127.0.0.1") {
   return new Promise((resolve, reject) => {
     server.once("error", reject);
-    server.listen(0, "127.0.0.1", () => resolve(`http://127.0.0.1:${server.address().port}`));
+    server.listen(0, "127.0.0.1", () => resolve(`http://${name}:${server.address().port}`));
   });
 }
 
@@ -402,7 +412,9 @@ let step = 0;
 
 async function startAuthvault(dataDir) {
   const port = await freePort();
-  API = `http://127.0.0.1:${port}`;
+  // localhost: the RP ID of passkeys defaults to the public URL's host, and their allowed
+  // origins to the public URL's and the CORS origins (the SPA).
+  API = `http://localhost:${port}`;
   authvaultLog = path.join(dataDir, "authvault.log");
   const log = openSync(authvaultLog, "w");
   const env = {
@@ -457,9 +469,9 @@ before(async () => {
   const tg = fakeTogether();
   together = { ...tg, url: await listen(tg.server) };
   const spaServer = staticServer(SPA_DIR);
-  SPA = await listen(spaServer);
+  SPA = await listen(spaServer, "localhost");
   const foreign = foreignServer();
-  FOREIGN = await listen(foreign);
+  FOREIGN = await listen(foreign, "localhost");
   servers = [gh.server, tg.server, spaServer, foreign];
   await startAuthvault(work);
 
