@@ -1142,6 +1142,8 @@ test("add a passkey: resident on the device, listed, and passkey among the sign-
   await passkeyCount(0);
   await shot("passkeys-none");
 
+  const outbox = path.join(work, "outbox");
+  const mails = (await readdir(outbox).catch(() => [])).filter((f) => f.endsWith(".eml")).length;
   const { options, sent, passkey } = await addPasskey("Ada's laptop");
   await waitText("status", /^Passkey added: Ada's laptop\.$/);
   // What authvault asked for: a discoverable credential, verified user, for RP ID localhost.
@@ -1177,6 +1179,10 @@ test("add a passkey: resident on the device, listed, and passkey among the sign-
   assert.equal(b64url(held[0].credentialId), sent.credential.rawId);
   assert.equal(b64url(held[0].userHandle), options.user.id);
   adaPasskey = { id: passkey.id, credentialId: sent.credential.rawId };
+  // The notice authvault mails, naming the passkey.
+  const notice = textPart(await waitForMail(outbox, mails + 1));
+  assert.match(notice, /passkey/i);
+  assert.ok(notice.includes("Ada's laptop"), notice);
   await assertNoTokenReadable();
   await shot("passkey-added");
 });
@@ -1319,6 +1325,12 @@ test("a passkey as the only way in: it cannot be removed, and signs in by itself
   assert.equal(res.status(), 200, await res.text());
   await waitText("status", new RegExp(`^Signed in as ${GH_USER.email}\\.$`));
   await waitText("session-providers", /^passkey$/);
+  // A passkey sign-in is a fresh sign-in: adding another passkey gets past reauth_required
+  // (this device then refuses, holding one already).
+  const started = page.waitForResponse((r) => r.url() === `${API}/api/user/passkeys/register/start`);
+  await byId("passkey-add").click();
+  assert.equal((await started).status(), 200);
+  await waitText("status", /^Adding a passkey failed: this device already holds a passkey for this account\.$/);
   await signOut();
   await device.clear();
 });
