@@ -1121,6 +1121,18 @@ async function passkeySignIn() {
 const sessionNow = () => page.evaluate((api) =>
   fetch(`${api}/api/auth/session`, { credentials: "include" }).then((r) => r.json()), API);
 
+test("the SPA's base64url is WebAuthn's: unpadded, URL-safe, both ways, every length", async () => {
+  const { toBase64url, fromBase64url } = await import(path.join(SPA_DIR, "webauthn.js"));
+  for (let n = 0; n <= 70; n++) {
+    const bytes = randomBytes(n);
+    bytes[0] = 0xfb; // encodes as "+" or "/" in plain base64
+    const text = toBase64url(bytes.subarray(0, n));
+    assert.equal(text, bytes.subarray(0, n).toString("base64url"));
+    assert.deepEqual(Buffer.from(fromBase64url(text)), bytes.subarray(0, n));
+    assert.equal(toBase64url(new Uint8Array(bytes).buffer.slice(0, n)), text); // an ArrayBuffer too
+  }
+});
+
 test("passkeys are on: authvault lists them and the signed-out page offers passkey sign-in", async () => {
   const providers = await (await fetch(`${API}/api/auth/providers`)).json();
   assert.ok(providers.passkey, `no passkey provider: ${JSON.stringify(providers)}`);
