@@ -1,6 +1,7 @@
 // The example SPA: every flow of authvault's cookie session, in plain DOM code.
 import { API_BASE } from "./config.js";
 import { createClient, readEvents, toError } from "./api.js";
+import * as webauthn from "./webauthn.js";
 
 const page = new URL(location.href);
 const apiParam = page.searchParams.get("api");
@@ -20,6 +21,10 @@ function status(text, isError = false) {
 
 // The pending second sign-in step's token: in memory only, like the CSRF token.
 let mfaToken = null;
+
+// GET /api/auth/providers: which ways to sign in this authvault offers (passkeys may be off).
+let providers = {};
+const passkeysOn = () => "passkey" in providers;
 
 function show(view) {
   for (const v of ["signed-out", "signed-in", "reset-view", "mfa-step-view"]) $(v).hidden = v !== view;
@@ -54,14 +59,18 @@ async function loadSession() {
   }
   if (!res.ok) throw await toError(res);
   const { user, expires } = await res.json();
+  showUser(user);
+  $("session-expires").textContent = new Date(expires).toLocaleString();
+  show("signed-in");
+  await Promise.all([loadKeys(), loadSessions(), loadPasskeys()]);
+  return true;
+}
+
+function showUser(user) {
   $("session-name").textContent = user.name;
   $("session-email").textContent = user.email;
   $("session-providers").textContent = user.providers.join(", ");
-  $("session-expires").textContent = new Date(expires).toLocaleString();
   showMfaState(user.mfaEnabled);
-  show("signed-in");
-  await Promise.all([loadKeys(), loadSessions()]);
-  return true;
 }
 
 async function loadKeys() {
@@ -228,6 +237,140 @@ $("mfa-step-cancel").addEventListener("click", () => {
   status("Signed out.");
 });
 
+// Passkeys: the panel on the account view, and sign-in from the signed-out view.
+
+const when = (timestamp) => (timestamp ? new Date(timestamp).toLocaleString() : "never");
+
+function cell(text, testid) {
+  const td = document.createElement("td");
+  td.textContent = text;
+  if (testid) td.dataset.testid = testid;
+  return td;
+}
+
+function button(text, testid, type = "submit") {
+  const b = document.createElement("button");
+  b.type = type;
+  b.textContent = text;
+  b.dataset.testid = testid;
+  return b;
+}
+
+async function loadPasskeys() {
+  $("passkeys-panel").hidden = !passkeysOn();
+  if (!passkeysOn()) return;
+  const { passkeys } = await api.call("GET", "/api/user/passkeys");
+  $("passkeys-none").hidden = passkeys.length > 0;
+  $("passkeys").replaceChildren(
+    ...passkeys.map((p) => {
+      const tr = document.createElement("tr");
+      tr.dataset.testid = "passkey-row";
+      tr.dataset.passkeyId = p.id;
+      const name = cell(p.name, "passkey-name");
+      const created = cell(when(p.createdAt), "passkey-created");
+      const used = cell(when(p.lastUsedAt), "passkey-last-used");
+      created.title = p.createdAt;
+      used.title = p.lastUsedAt ?? "";
+      const actions = document.createElement("td");
+      const rename = button("Rename", `passkey-rename-${p.id}`, "button");
+      const remove = button("Remove", `passkey-remove-${p.id}`, "button");
+      rename.addEventListener("click", () => renameForm(p, name));
+      remove.addEventListener("click", guarded(() => removePasskey(p)));
+      actions.append(rename, " ", remove);
+      tr.append(name, created, used, actions);
+      return tr;
+    }),
+  );
+}
+
+// The name cell becomes a small form until saved or cancelled.
+function renameForm(passkey, td) {
+  const form = document.createElement("form");
+  form.dataset.testid = "passkey-rename-form";
+  const input = document.createElement("input");
+  input.name = "name";
+  input.value = passkey.name;
+  input.required = true;
+  input.maxLength = 64;
+  input.setAttribute("aria-label", "New name");
+  input.dataset.testid = "passkey-rename-name";
+  const cancel = button("Cancel", "passkey-rename-cancel", "button");
+  form.append(input, button("Save", "passkey-rename-save"), " ", cancel);
+  form.addEventListener("submit", guarded(async () => {
+    const { name } = formValues(form);
+    const id = encodeURIComponent(passkey.id);
+    const renamed = await api.call("PATCH", `/api/user/passkeys/${id}`, { name });
+    status(`Passkey renamed to ${renamed.name}.`);
+    await loadPasskeys();
+  }));
+  cancel.addEventListener("click", () => td.replaceChildren(passkey.name));
+  td.replaceChildren(form);
+  input.select();
+}
+
+async function removePasskey(passkey) {
+  try {
+    await api.call("DELETE", `/api/user/passkeys/${encodeURIComponent(passkey.id)}`);
+  } catch (err) {
+    // authvault keeps a user's last way in; say which passkey and what to do about it.
+    if (err.code === "last_sign_in_method") {
+      const why = `Passkey ${passkey.name} is your only way left to sign in, so it stays: add another passkey first.`;
+      throw Object.assign(new Error(why), { code: err.code });
+    }
+    throw err;
+  }
+  status(`Passkey ${passkey.name} removed.`);
+  await passkeysChanged();
+}
+
+// User.providers gains or loses "passkey" with the first or last one.
+async function passkeysChanged() {
+  showUser(await api.call("GET", "/api/user"));
+  await loadPasskeys();
+}
+
+// The browser's half of a ceremony, with the control disabled meanwhile (a second call while
+// one is pending would be refused) and the browser's refusal put in words.
+async function ceremony(what, control, rpId, run) {
+  control.disabled = true;
+  try {
+    const credential = await run();
+    if (!credential) throw new Error(`${what} failed: the browser returned no passkey.`);
+    return credential;
+  } catch (err) {
+    const why = webauthn.refusal(err, rpId ?? location.hostname);
+    throw why ? new Error(`${what} failed: ${why}.`) : err;
+  } finally {
+    control.disabled = false;
+  }
+}
+
+$("passkey-add-form").addEventListener("submit", guarded(async (e) => {
+  const { name } = formValues(e.target);
+  // A sign-in over 10 minutes old answers reauth_required here, shown like the MFA panel's.
+  const { flowId, publicKey } = await api.call("POST", "/api/user/passkeys/register/start", {});
+  status("Follow your browser's prompt to create the passkey.");
+  const credential = await ceremony("Adding a passkey", $("passkey-add"), publicKey.rp?.id, () =>
+    navigator.credentials.create({ publicKey: webauthn.creationOptions(publicKey) }));
+  const body = { flowId, credential: webauthn.credentialJSON(credential) };
+  if (name.trim()) body.name = name.trim();
+  const passkey = await api.call("POST", "/api/user/passkeys/register/finish", body);
+  e.target.reset();
+  status(`Passkey added: ${passkey.name}.`);
+  await passkeysChanged();
+}));
+
+$("passkey-signin").addEventListener("click", guarded(async () => {
+  const { flowId, publicKey } = await api.call("POST", "/api/auth/passkey/start", {}, { auth: false });
+  status("Follow your browser's prompt to use a passkey.");
+  const credential = await ceremony("Passkey sign-in", $("passkey-signin"), publicKey.rpId, () =>
+    navigator.credentials.get({ publicKey: webauthn.requestOptions(publicKey) }));
+  const answer = { flowId, credential: webauthn.credentialJSON(credential) };
+  // A passkey is both factors: authvault asks no second step after it.
+  await api.call("POST", "/api/auth/passkey/finish", answer, { auth: false });
+  await signedIn("Signed in");
+}));
+
 $("signup-form").addEventListener("submit", guarded(async (e) => {
   const { name, email, password } = formValues(e.target);
   // The answer's session.accessToken is deliberately ignored: the HttpOnly cookie is the session.
@@ -306,6 +449,12 @@ async function start() {
   const github = new URL(`${api.base}/api/auth/signin/github`);
   github.searchParams.set("callbackUrl", self.href);
   $("github-signin").href = github.href;
+  // Without the list the page still works, only without passkeys; loadSession reports an
+  // authvault that cannot be reached.
+  providers = await api.call("GET", "/api/auth/providers").catch(() => ({}));
+  $("passkey-signin-line").hidden = !passkeysOn() || !webauthn.supported();
+  $("passkey-add-form").hidden = !webauthn.supported();
+  $("passkeys-unsupported").hidden = webauthn.supported();
 
   if (page.searchParams.has("token")) {
     show("reset-view");

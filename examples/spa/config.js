@@ -1,2 +1,2 @@
 // Where authvault runs. `?api=http://host:port` in the page's URL overrides it.
-export const API_BASE = "http://127.0.0.1:8080";
+export const API_BASE = "http://localhost:8080";

@@ -2,13 +2,17 @@
 //
 // Starts, each on 127.0.0.1 and a port of its own:
 //   authvault   $AUTHVAULT_BIN (default target/debug/authvault) on the embedded store in a temp
-//               dir, plain-http cookies, no SMTP (mail lands in <data dir>/outbox/*.eml);
+//               dir, plain-http cookies, no SMTP (mail lands in <data dir>/outbox/*.eml), its
+//               public URL on localhost so that passkeys are on (RP ID localhost);
 //   fake GitHub OAuth 2.0 + REST in GitHub's wire format (checks client credentials,
 //               redirect_uri, single-use codes and the PKCE S256 verifier);
 //   fake Together AI  POST /v1/chat/completions, streamed as OpenAI-style SSE chunks;
 //   the SPA     examples/spa/ from a static server (an origin on the CORS list);
 //   a foreign   page origin that is NOT on the CORS list;
-// then drives the SPA through every flow, asserting on what the page shows, with a screenshot
+// the browser reaches authvault, the SPA and the foreign page as http://localhost:PORT: a domain
+// name (a WebAuthn RP ID cannot be an IP address) and a secure context over plain http. Passkeys
+// are made and used by a virtual authenticator over the Chrome DevTools Protocol.
+// Then drives the SPA through every flow, asserting on what the page shows, with a screenshot
 // per step and authvault's log in $AUTHVAULT_BROWSER_OUT (default tests/e2e/out/). Chromium:
 // $AUTHVAULT_BROWSER_CHROMIUM, default /usr/bin/chromium; if it cannot start, every test fails.
 //
@@ -17,6 +21,7 @@
 import assert from "node:assert/strict";
 import { spawn } from "node:child_process";
 import { createHash, createHmac, randomBytes } from "node:crypto";
+import dns from "node:dns";
 import { createReadStream, openSync, closeSync } from "node:fs";
 import { copyFile, mkdir, mkdtemp, readdir, readFile, rm, stat } from "node:fs/promises";
 import http from "node:http";
@@ -46,13 +51,19 @@ const NEW_PASSWORD = "difference engine 1822";
 const GRACE = { name: "Grace Hopper", email: "grace@example.com", password: "compiler cobol 1959" };
 const SESSION_COOKIE = "authvault.session";
 
+// Every server binds 127.0.0.1 only; where /etc/hosts also maps localhost to ::1, try 127.0.0.1
+// first (Chromium falls back by itself).
+dns.setDefaultResultOrder("ipv4first");
+
 // ---------------------------------------------------------------------------------------------
 // Small servers
 
-function listen(server) {
+// Binds 127.0.0.1 and answers the server's URL, naming the host `name`: localhost for what the
+// browser opens, 127.0.0.1 for the fakes only authvault calls.
+function listen(server, name = "127.0.0.1") {
   return new Promise((resolve, reject) => {
     server.once("error", reject);
-    server.listen(0, "127.0.0.1", () => resolve(`http://127.0.0.1:${server.address().port}`));
+    server.listen(0, "127.0.0.1", () => resolve(`http://${name}:${server.address().port}`));
   });
 }
 
@@ -402,7 +413,9 @@ let step = 0;
 
 async function startAuthvault(dataDir) {
   const port = await freePort();
-  API = `http://127.0.0.1:${port}`;
+  // localhost: the RP ID of passkeys defaults to the public URL's host, and their allowed
+  // origins to the public URL's and the CORS origins (the SPA).
+  API = `http://localhost:${port}`;
   authvaultLog = path.join(dataDir, "authvault.log");
   const log = openSync(authvaultLog, "w");
   const env = {
@@ -457,9 +470,9 @@ before(async () => {
   const tg = fakeTogether();
   together = { ...tg, url: await listen(tg.server) };
   const spaServer = staticServer(SPA_DIR);
-  SPA = await listen(spaServer);
+  SPA = await listen(spaServer, "localhost");
   const foreign = foreignServer();
-  FOREIGN = await listen(foreign);
+  FOREIGN = await listen(foreign, "localhost");
   servers = [gh.server, tg.server, spaServer, foreign];
   await startAuthvault(work);
 
@@ -1043,6 +1056,341 @@ test("turn two-factor sign-in off with a code: the next sign-in asks no second s
   await waitText("status", new RegExp(`^Signed in as ${GH_USER.email}\\.$`));
   await waitText("mfa-state", /^off$/);
   await signOut();
+});
+
+// ---------------------------------------------------------------------------------------------
+// Passkeys (WebAuthn), made and used by a virtual authenticator: a platform authenticator that
+// keeps discoverable credentials and verifies its user, answering without a prompt.
+
+let device; // the virtual authenticator of `page`
+let adaPasskey; // {id, credentialId}
+
+// A virtual authenticator attached to one page (each page needs its own).
+async function virtualAuthenticator(target) {
+  const cdp = await target.context().newCDPSession(target);
+  await cdp.send("WebAuthn.enable", { enableUI: false });
+  const { authenticatorId } = await cdp.send("WebAuthn.addVirtualAuthenticator", {
+    options: {
+      protocol: "ctap2",
+      transport: "internal",
+      hasResidentKey: true,
+      hasUserVerification: true,
+      isUserVerified: true,
+      automaticPresenceSimulation: true,
+    },
+  });
+  return {
+    credentials: async () => (await cdp.send("WebAuthn.getCredentials", { authenticatorId })).credentials,
+    clear: () => cdp.send("WebAuthn.clearCredentials", { authenticatorId }),
+    userVerified: (isUserVerified) => cdp.send("WebAuthn.setUserVerified", { authenticatorId, isUserVerified }),
+  };
+}
+
+// The DevTools protocol writes binary as standard base64; WebAuthn's JSON as base64url.
+const b64url = (base64) => Buffer.from(base64, "base64").toString("base64url");
+
+const passkeyRows = () => page.locator('[data-testid="passkey-row"]');
+
+async function passkeyCount(n) {
+  await page.waitForFunction(
+    (n) => document.querySelectorAll('[data-testid="passkey-row"]').length === n, n);
+  assert.equal(await byId("passkeys-none").isHidden(), n > 0);
+}
+
+// Adds a passkey from the panel: the start's options, the finish's request and answer.
+async function addPasskey(name) {
+  const started = page.waitForResponse((r) => r.url() === `${API}/api/user/passkeys/register/start`);
+  const finished = page.waitForResponse((r) => r.url() === `${API}/api/user/passkeys/register/finish`);
+  if (name !== undefined) await byId("passkey-add-name").fill(name);
+  await byId("passkey-add").click();
+  const start = await started;
+  assert.equal(start.status(), 200);
+  const finish = await finished;
+  assert.equal(finish.status(), 201, await finish.text());
+  await waitText("status", /^Passkey added: /);
+  return { options: (await start.json()).publicKey, sent: finish.request().postDataJSON(), passkey: await finish.json() };
+}
+
+// Signs in with whatever passkey the authenticator holds for localhost.
+async function passkeySignIn() {
+  const finished = page.waitForResponse((r) => r.url() === `${API}/api/auth/passkey/finish`);
+  await byId("passkey-signin").click();
+  return finished;
+}
+
+const sessionNow = () => page.evaluate((api) =>
+  fetch(`${api}/api/auth/session`, { credentials: "include" }).then((r) => r.json()), API);
+
+test("the SPA's base64url is WebAuthn's: unpadded, URL-safe, both ways, every length", async () => {
+  const { toBase64url, fromBase64url } = await import(path.join(SPA_DIR, "webauthn.js"));
+  for (let n = 0; n <= 70; n++) {
+    const bytes = randomBytes(n);
+    bytes[0] = 0xfb; // encodes as "+" or "/" in plain base64
+    const text = toBase64url(bytes.subarray(0, n));
+    assert.equal(text, bytes.subarray(0, n).toString("base64url"));
+    assert.deepEqual(Buffer.from(fromBase64url(text)), bytes.subarray(0, n));
+    assert.equal(toBase64url(new Uint8Array(bytes).buffer.slice(0, n)), text); // an ArrayBuffer too
+  }
+});
+
+test("passkeys are on: authvault lists them and the signed-out page offers passkey sign-in", async () => {
+  const providers = await (await fetch(`${API}/api/auth/providers`)).json();
+  assert.ok(providers.passkey, `no passkey provider: ${JSON.stringify(providers)}`);
+  assert.equal(providers.passkey.id, "passkey");
+  assert.equal(providers.passkey.name, "Passkey");
+  assert.equal(providers.passkey.type, "webauthn");
+  await openSpa();
+  await waitText("status", /^Signed out\.$/);
+  await visible("passkey-signin");
+  assert.equal(await page.evaluate(() => window.isSecureContext), true);
+  device = await virtualAuthenticator(page);
+});
+
+test("add a passkey: resident on the device, listed, and passkey among the sign-in methods", async () => {
+  await signIn(ADA.email, NEW_PASSWORD);
+  await waitText("status", new RegExp(`^Signed in as ${ADA.email}\\.$`));
+  await visible("passkeys-panel");
+  await visible("passkeys-none");
+  await passkeyCount(0);
+  await shot("passkeys-none");
+
+  const outbox = path.join(work, "outbox");
+  const mails = (await readdir(outbox).catch(() => [])).filter((f) => f.endsWith(".eml")).length;
+  const { options, sent, passkey } = await addPasskey("Ada's laptop");
+  await waitText("status", /^Passkey added: Ada's laptop\.$/);
+  // What authvault asked for: a discoverable credential, verified user, for RP ID localhost.
+  assert.equal(options.rp.id, "localhost");
+  assert.equal(options.user.name, ADA.email);
+  assert.equal(Buffer.from(options.user.id, "base64url").length, 16);
+  assert.ok(Buffer.from(options.challenge, "base64url").length >= 16);
+  assert.equal(options.authenticatorSelection.residentKey, "required");
+  assert.equal(options.authenticatorSelection.userVerification, "required");
+  assert.deepEqual(options.excludeCredentials ?? [], []);
+  // What the page sent: RegistrationResponseJSON.
+  assert.equal(sent.name, "Ada's laptop");
+  assert.equal(sent.credential.type, "public-key");
+  assert.equal(sent.credential.id, sent.credential.rawId);
+  for (const f of ["clientDataJSON", "attestationObject"]) assert.ok(sent.credential.response[f], f);
+  assert.equal(passkey.name, "Ada's laptop");
+  assert.equal(passkey.lastUsedAt, null);
+
+  await passkeyCount(1);
+  const row = passkeyRows().first();
+  assert.equal(await row.getAttribute("data-passkey-id"), passkey.id);
+  assert.equal(await row.getByTestId("passkey-name").textContent(), "Ada's laptop");
+  assert.match(await row.getByTestId("passkey-created").textContent(), /\d/);
+  assert.equal(await row.getByTestId("passkey-last-used").textContent(), "never");
+  await waitText("session-providers", /^credentials, passkey$/);
+  assert.equal(await byId("passkey-add-name").inputValue(), "");
+
+  // On the device: one discoverable credential of localhost, for Ada's user handle.
+  const held = await device.credentials();
+  assert.equal(held.length, 1);
+  assert.equal(held[0].isResidentCredential, true);
+  assert.equal(held[0].rpId, "localhost");
+  assert.equal(b64url(held[0].credentialId), sent.credential.rawId);
+  assert.equal(b64url(held[0].userHandle), options.user.id);
+  adaPasskey = { id: passkey.id, credentialId: sent.credential.rawId };
+  // The notice authvault mails, naming the passkey.
+  const notice = textPart(await waitForMail(outbox, mails + 1));
+  assert.match(notice, /passkey/i);
+  assert.ok(notice.includes("Ada's laptop"), notice);
+  await assertNoTokenReadable();
+  await shot("passkey-added");
+});
+
+test("a second passkey on the same device is refused: authvault excludes the one it has", async () => {
+  const started = page.waitForResponse((r) => r.url() === `${API}/api/user/passkeys/register/start`);
+  await byId("passkey-add").click();
+  const options = (await (await started).json()).publicKey;
+  assert.deepEqual(options.excludeCredentials.map((c) => c.id), [adaPasskey.credentialId]);
+  await waitText("status", /^Adding a passkey failed: this device already holds a passkey for this account\.$/);
+  assert.equal(await byId("passkey-add").isEnabled(), true);
+  await passkeyCount(1);
+  assert.equal((await device.credentials()).length, 1);
+});
+
+test("sign in with the passkey: no password, amr hwk and mfa, and its last use shown", async () => {
+  await signOut();
+  // A device that cannot verify its user: refused by the browser, nothing sent to finish.
+  await device.userVerified(false);
+  await byId("passkey-signin").click();
+  await waitText("status", /^Passkey sign-in failed: cancelled, timed out, or the device could not verify you\.$/);
+  await visible("signed-out");
+  assert.equal(await sessionCookie(), undefined);
+  await device.userVerified(true);
+
+  const countBefore = (await device.credentials())[0].signCount;
+  const res = await passkeySignIn();
+  assert.equal(res.status(), 200, await res.text());
+  const body = await res.json();
+  assert.equal(body.user.email, ADA.email);
+  assert.equal(body.mfaRequired, undefined);
+  await waitText("status", new RegExp(`^Signed in as ${ADA.email}\\.$`));
+  await visible("signed-in");
+  assert.ok(await sessionCookie(), "no session cookie after the passkey sign-in");
+  const session = await sessionNow();
+  assert.equal(session.user.email, ADA.email);
+  assert.deepEqual(session.amr, ["hwk", "mfa"]);
+  assert.ok((await device.credentials())[0].signCount > countBefore, "the device signed nothing");
+  await passkeyCount(1);
+  assert.match(await passkeyRows().first().getByTestId("passkey-last-used").textContent(), /\d/);
+  await assertNoTokenReadable();
+  await shot("passkey-signed-in");
+});
+
+test("rename a passkey: the new name is kept; cancel keeps the old one", async () => {
+  const row = passkeyRows().first();
+  await byId(`passkey-rename-${adaPasskey.id}`).click();
+  await visible("passkey-rename-form");
+  assert.equal(await byId("passkey-rename-name").inputValue(), "Ada's laptop");
+  await byId("passkey-rename-cancel").click();
+  assert.equal(await row.getByTestId("passkey-name").textContent(), "Ada's laptop");
+
+  await byId(`passkey-rename-${adaPasskey.id}`).click();
+  await byId("passkey-rename-name").fill("Ada's work laptop");
+  await shot("passkey-rename");
+  await byId("passkey-rename-save").click();
+  await waitText("status", /^Passkey renamed to Ada's work laptop\.$/);
+  await waitText("passkey-name", /^Ada's work laptop$/);
+  assert.equal(await byId("passkey-rename-form").count(), 0);
+  await openSpa();
+  await waitText("status", new RegExp(`^Signed in as ${ADA.email}\\.$`));
+  await waitText("passkey-name", /^Ada's work laptop$/);
+});
+
+test("remove a passkey: it leaves the list and signs in no more", async () => {
+  await byId(`passkey-remove-${adaPasskey.id}`).click();
+  await waitText("status", /^Passkey Ada's work laptop removed\.$/);
+  await passkeyCount(0);
+  await waitText("session-providers", /^credentials$/);
+  await shot("passkey-removed");
+  await signOut();
+  // The device still holds the credential; authvault no longer knows it.
+  assert.equal((await device.credentials()).length, 1);
+  const res = await passkeySignIn();
+  assert.equal(res.status(), 401);
+  await waitText("status", /invalid_credentials/);
+  await visible("signed-out");
+  assert.equal(await sessionCookie(), undefined);
+  await device.clear();
+});
+
+test("two-factor sign-in on: the passkey signs in with no second step", async () => {
+  await signIn(GRACE.email, GRACE.password);
+  await secondStepShown();
+  await secondStep(grace.recovery.shift());
+  await waitText("status", new RegExp(`^Signed in as ${GRACE.email}\\.$`));
+  await waitText("mfa-state", /^on$/);
+  // No name given: authvault names it.
+  const { passkey } = await addPasskey();
+  assert.equal(passkey.name, "Passkey");
+  await waitText("status", /^Passkey added: Passkey\.$/);
+  await waitText("session-providers", /^credentials, passkey$/);
+  await signOut();
+
+  const from = responses.length;
+  const res = await passkeySignIn();
+  assert.equal(res.status(), 200, await res.text());
+  const body = await res.json();
+  assert.equal(body.mfaRequired, undefined, "a passkey sign-in asked for a second factor");
+  assert.ok(body.session?.expiresAt, JSON.stringify(body));
+  await waitText("status", new RegExp(`^Signed in as ${GRACE.email}\\.$`));
+  assert.equal(await byId("mfa-step-view").isHidden(), true);
+  await waitText("mfa-state", /^on$/);
+  assert.ok(!responses.slice(from).some((r) => r.includes("/api/auth/mfa/verify")), responses.slice(from).join(", "));
+  assert.deepEqual((await sessionNow()).amr, ["hwk", "mfa"]);
+  await assertNoTokenReadable();
+  await shot("passkey-mfa-user-signed-in");
+  await signOut();
+  await device.clear();
+});
+
+test("a passkey as the only way in: it cannot be removed, and signs in by itself", async () => {
+  await byId("github-signin").click();
+  await waitText("status", new RegExp(`^Signed in as ${GH_USER.email}\\.$`));
+  await addPasskey("Octo's key");
+  await waitText("session-providers", /^github, passkey$/);
+  // Unlink GitHub (the page has no control for it): the passkey is all that is left.
+  const unlinked = await page.evaluate(async (api) => {
+    const { csrfToken } = await (await fetch(`${api}/api/auth/csrf`, { credentials: "include" })).json();
+    const r = await fetch(`${api}/api/user/providers/github`, {
+      method: "DELETE", credentials: "include", headers: { "x-csrf-token": csrfToken },
+    });
+    return { status: r.status, body: await r.json() };
+  }, API);
+  assert.equal(unlinked.status, 200, JSON.stringify(unlinked.body));
+  assert.deepEqual(unlinked.body.providers, ["passkey"]);
+  await openSpa();
+  await waitText("session-providers", /^passkey$/);
+  await passkeyCount(1);
+  const id = await passkeyRows().first().getAttribute("data-passkey-id");
+
+  await byId(`passkey-remove-${id}`).click();
+  await waitText("status", /^Passkey Octo's key is your only way left to sign in, so it stays: add another passkey first\. \(last_sign_in_method\)$/);
+  assert.equal(await byId("status").getAttribute("class"), "error");
+  await passkeyCount(1);
+  await shot("passkey-last-sign-in-method");
+
+  await signOut();
+  const res = await passkeySignIn();
+  assert.equal(res.status(), 200, await res.text());
+  await waitText("status", new RegExp(`^Signed in as ${GH_USER.email}\\.$`));
+  await waitText("session-providers", /^passkey$/);
+  // A passkey sign-in is a fresh sign-in: adding another passkey gets past reauth_required
+  // (this device then refuses, holding one already).
+  const started = page.waitForResponse((r) => r.url() === `${API}/api/user/passkeys/register/start`);
+  await byId("passkey-add").click();
+  assert.equal((await started).status(), 200);
+  await waitText("status", /^Adding a passkey failed: this device already holds a passkey for this account\.$/);
+  await signOut();
+  await device.clear();
+});
+
+test("a browser without WebAuthn's JSON methods: the hand-made conversions add and use a passkey", async () => {
+  const main = page;
+  const other = await context.newPage();
+  other.on("pageerror", (err) => pageErrors.push(String(err?.stack || err)));
+  // Before any script of the page: as in a browser of WebAuthn Level 2.
+  await other.addInitScript(() => {
+    delete PublicKeyCredential.parseCreationOptionsFromJSON;
+    delete PublicKeyCredential.parseRequestOptionsFromJSON;
+    delete PublicKeyCredential.prototype.toJSON;
+  });
+  page = other;
+  try {
+    const own = await virtualAuthenticator(page);
+    await openSpa();
+    await waitText("status", /^Signed out\.$/);
+    assert.deepEqual(
+      await page.evaluate(() => [typeof PublicKeyCredential.parseCreationOptionsFromJSON,
+        typeof PublicKeyCredential.parseRequestOptionsFromJSON, typeof PublicKeyCredential.prototype.toJSON]),
+      ["undefined", "undefined", "undefined"],
+    );
+    await signIn(ADA.email, NEW_PASSWORD);
+    await waitText("status", new RegExp(`^Signed in as ${ADA.email}\\.$`));
+    const { sent, passkey } = await addPasskey("Old browser");
+    assert.equal((await own.credentials())[0].isResidentCredential, true);
+    assert.equal(sent.credential.id, sent.credential.rawId);
+    assert.equal(typeof sent.credential.clientExtensionResults, "object");
+    assert.ok(Array.isArray(sent.credential.response.transports), JSON.stringify(sent.credential.response));
+    await signOut();
+    const res = await passkeySignIn();
+    assert.equal(res.status(), 200, await res.text());
+    const asserted = res.request().postDataJSON().credential;
+    assert.equal(asserted.id, sent.credential.id);
+    for (const f of ["clientDataJSON", "authenticatorData", "signature", "userHandle"]) {
+      assert.ok(asserted.response[f], `${f} missing: ${JSON.stringify(asserted.response)}`);
+    }
+    await waitText("status", new RegExp(`^Signed in as ${ADA.email}\\.$`));
+    assert.deepEqual((await sessionNow()).amr, ["hwk", "mfa"]);
+    await byId(`passkey-remove-${passkey.id}`).click();
+    await waitText("status", /^Passkey Old browser removed\.$/);
+    await signOut();
+  } finally {
+    page = main;
+    await other.close();
+  }
 });
 
 test("no uncaught error on the page", () => {
