@@ -252,7 +252,7 @@ pub mod var {
         REFRESH_GRACE_SECS = "AUTHVAULT_REFRESH_GRACE_SECS", "10",
             "seconds a just-rotated refresh token still yields its successor; 0 disables";
         MFA_ISSUER = "AUTHVAULT_MFA_ISSUER", "authvault",
-            "issuer shown by authenticator apps (1-64 characters, no colon)";
+            "issuer shown by authenticator apps, and the passkey RP name (1-64 characters, no colon)";
         WEBAUTHN_RP_ID = "AUTHVAULT_WEBAUTHN_RP_ID", "",
             "passkey relying party ID, a domain name (default: the public URL's host; an IP address turns passkeys off)";
         WEBAUTHN_ORIGINS = "AUTHVAULT_WEBAUTHN_ORIGINS", "",

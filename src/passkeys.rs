@@ -39,13 +39,15 @@ pub struct Passkeys {
 }
 
 impl Passkeys {
-    pub fn new(settings: &PasskeySettings) -> anyhow::Result<Self> {
+    /// The relying party of `settings`, named `rp_name` to authenticators that show a name.
+    pub fn new(settings: &PasskeySettings, rp_name: &str) -> anyhow::Result<Self> {
         let (first, rest) = settings
             .origins
             .split_first()
             .ok_or_else(|| anyhow::anyhow!("passkeys need at least one origin"))?;
         let mut builder = WebauthnBuilder::new(&settings.rp_id, first)
-            .map_err(|e| anyhow::anyhow!("the RP ID does not fit the origin {first}: {e}"))?;
+            .map_err(|e| anyhow::anyhow!("the RP ID does not fit the origin {first}: {e}"))?
+            .rp_name(rp_name);
         for origin in rest {
             builder = builder.append_allowed_origin(origin);
         }
@@ -270,8 +272,8 @@ pub async fn rename(
     name: &str,
 ) -> Result<PasskeyRecord, ApiError> {
     relying_party(state)?;
-    let id: Uuid = id.parse().map_err(|_| ApiError::NotFound)?;
     let name = parse_name(name)?;
+    let id: Uuid = id.parse().map_err(|_| ApiError::NotFound)?;
     state
         .store
         .rename_passkey(current.id, id, &name)

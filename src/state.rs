@@ -129,7 +129,7 @@ impl AppState {
             passkeys: settings
                 .passkeys
                 .as_ref()
-                .map(crate::passkeys::Passkeys::new)
+                .map(|p| crate::passkeys::Passkeys::new(p, &settings.sessions.mfa_issuer))
                 .transpose()
                 .context("AUTHVAULT_WEBAUTHN_RP_ID / AUTHVAULT_WEBAUTHN_ORIGINS")?,
             cookies: CookieConfig::from_settings(&settings),
