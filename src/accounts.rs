@@ -254,6 +254,7 @@ fn method_name(provider: AuthProvider) -> &'static str {
         AuthProvider::Github => "GitHub",
         AuthProvider::Google => "Google",
         AuthProvider::Passkey => "passkey",
+        AuthProvider::Email => "emailed link",
     }
 }
 

@@ -265,6 +265,10 @@ pub mod var {
             "email verification link lifetime, in seconds";
         RESET_TOKEN_TTL_SECS = "AUTHVAULT_RESET_TOKEN_TTL_SECS", "1800",
             "password reset link lifetime, in seconds";
+        EMAIL_LINK_SIGNUP = "AUTHVAULT_EMAIL_LINK_SIGNUP", "true",
+            "whether an emailed sign-in link to an unknown address creates its account";
+        EMAIL_LINK_TTL_SECS = "AUTHVAULT_EMAIL_LINK_TTL_SECS", "900",
+            "emailed sign-in link lifetime, in seconds (60-86400)";
         GITHUB_CLIENT_ID = "GITHUB_CLIENT_ID", "", "GitHub OAuth app (provider off unless both are set)";
         GITHUB_CLIENT_SECRET = "GITHUB_CLIENT_SECRET", "", "GitHub OAuth app secret";
         GITHUB_URL = "GITHUB_URL", "https://github.com", "GitHub web base URL";
@@ -380,6 +384,9 @@ pub struct MailSettings {
     pub from: String,
     pub verify_token_ttl: Duration,
     pub reset_token_ttl: Duration,
+    /// Whether a sign-in link to an address without an account creates one.
+    pub email_link_signup: bool,
+    pub email_link_ttl: Duration,
 }
 
 /// Code generation with Together AI.
@@ -519,6 +526,12 @@ impl Settings {
                 var::VERIFY_TOKEN_TTL_SECS,
                 60,
                 86_400 * 30,
+            )?),
+            email_link_signup: vars.parse(var::EMAIL_LINK_SIGNUP, parse_bool)?,
+            email_link_ttl: Duration::from_secs(vars.number(
+                var::EMAIL_LINK_TTL_SECS,
+                60,
+                86_400,
             )?),
             reset_token_ttl: Duration::from_secs(vars.number(
                 var::RESET_TOKEN_TTL_SECS,

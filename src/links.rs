@@ -1,5 +1,5 @@
-//! Mailed single-use links, and the flows built on them: email verification and password
-//! recovery.
+//! Mailed single-use links, and the flows built on them: email verification, password
+//! recovery, and passwordless sign-in.
 //!
 //! Tokens are 32 random bytes, URL-safe base64, stored only as a SHA-256 hash with their purpose,
 //! user, address and expiry, and spent on first use. A link is valid only while the account
@@ -12,14 +12,14 @@ use url::Url;
 use crate::{
     accounts::{self, Proof},
     clock,
-    domain::{Email, Password, User},
+    domain::{AuthProvider, Email, Password, User, UserId, UserName},
     error::ApiError,
     mail::{
         notices::{message, notify},
         MailError,
     },
     state::AppState,
-    store::{CredentialChange, TokenKind},
+    store::{CredentialChange, NewUser, StoreError, TokenKind},
 };
 
 /// Where a link may point: the client's `redirectUrl` when it is an allow-listed web URL, or
@@ -218,4 +218,178 @@ pub async fn reset_password(
     );
     log::info!("user {} reset their password; every session ended", user.id);
     Ok(())
+}
+
+/// What an emailed sign-in link's token keeps: the address it went to and, when the client
+/// asked for one, the PKCE challenge its verifier must match.
+#[derive(serde::Serialize, serde::Deserialize)]
+struct SignInLink {
+    email: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    challenge: Option<String>,
+}
+
+/// Answers an emailed sign-in link request at once, the same whatever the address: the lookup,
+/// the per-address limit and the mail happen after the answer.
+pub async fn request_sign_in_link(
+    state: Arc<AppState>,
+    email: Email,
+    base: Url,
+    challenge: Option<String>,
+) -> Result<(), ApiError> {
+    if state.mailer.mail_unavailable() {
+        return Err(ApiError::MailUnavailable);
+    }
+    tokio::spawn(async move {
+        if let Err(e) = send_sign_in_link(&state, &email, &base, challenge).await {
+            log::warn!("sign-in link mail not sent: {e}");
+        }
+    });
+    Ok(())
+}
+
+async fn send_sign_in_link(
+    state: &AppState,
+    email: &Email,
+    base: &Url,
+    challenge: Option<String>,
+) -> Result<(), ApiError> {
+    // Counted per address whether or not it has an account; past the limit nothing is sent.
+    if let Err(e) = state.limiter.email_link_request(email.as_str()).await {
+        log::info!("sign-in link not sent: {e}");
+        return Ok(());
+    }
+    let user = state.store.user_by_email(email).await?;
+    if user.is_none() && !state.settings.mail.email_link_signup {
+        return Ok(());
+    }
+    let ttl = state.settings.mail.email_link_ttl;
+    let token = crate::random::token();
+    let data = serde_json::to_string(&SignInLink {
+        email: email.as_str().to_owned(),
+        challenge,
+    })
+    .map_err(ApiError::internal)?;
+    state
+        .store
+        .put_token(
+            TokenKind::EmailSignIn,
+            &crate::random::token_hash(&token),
+            user.as_ref().map(|u| u.id),
+            &data,
+            clock::now() + ttl,
+        )
+        .await?;
+    let mut link = base.clone();
+    link.query_pairs_mut().append_pair("token", &token);
+    let mail = message(
+        email,
+        "Your sign-in link",
+        &[&format!(
+            "Use this link to sign in. It works once, for {} minutes.",
+            ttl.as_secs().div_ceil(60)
+        )],
+        Some(("Sign in", link.as_str())),
+    );
+    state.mailer.send(mail).await.map_err(mail_failed)?;
+    match &user {
+        Some(user) => log::info!("user {} was sent a sign-in link", user.id),
+        None => log::info!("a sign-in link for a new account was sent"),
+    }
+    Ok(())
+}
+
+/// Spends an emailed sign-in link (with the PKCE verifier when it was asked with a challenge):
+/// the account it signs in, made now for an address that has none, with its address proven.
+/// The session (or the second step) is the caller's, through `signin::sign_in`.
+pub async fn spend_sign_in_link(
+    state: &AppState,
+    token: &str,
+    verifier: Option<&str>,
+) -> Result<User, ApiError> {
+    if token.is_empty() || token.len() > 256 {
+        return Err(ApiError::InvalidToken);
+    }
+    let record = state
+        .store
+        .take_token(
+            TokenKind::EmailSignIn,
+            &crate::random::token_hash(token),
+            clock::now(),
+        )
+        .await?
+        .ok_or(ApiError::InvalidToken)?;
+    let link: SignInLink =
+        serde_json::from_str(&record.data).map_err(|_| ApiError::InvalidToken)?;
+    // A link asked for with a challenge signs in only the browser that holds the verifier.
+    if let Some(challenge) = &link.challenge {
+        if !verifier.is_some_and(|v| crate::auth::pkce::verifies(challenge, v)) {
+            log::warn!("a sign-in link was presented without its verifier; it is spent");
+            return Err(ApiError::InvalidToken);
+        }
+    }
+    let email = Email::from_stored(link.email).map_err(|_| ApiError::InvalidToken)?;
+    let (user, proof) = match record.user_id {
+        Some(id) => {
+            let user = state
+                .store
+                .user_by_id(id)
+                .await?
+                .ok_or(ApiError::InvalidToken)?;
+            // A link sent to an address the account no longer has proves nothing.
+            if user.email != email {
+                return Err(ApiError::InvalidToken);
+            }
+            (user, Proof::Link)
+        }
+        None => match state.store.user_by_email(&email).await? {
+            // The address got an account after the link was sent (the mailbox owner's own).
+            Some(user) => (user, Proof::Link),
+            None if state.settings.mail.email_link_signup => (
+                create_linked_account(state, &email).await?,
+                Proof::Identity(AuthProvider::Email, email.as_str()),
+            ),
+            None => return Err(ApiError::InvalidToken),
+        },
+    };
+    accounts::first_proof(state, &user, proof).await?;
+    // As it is now: the proof may have moved the credential version.
+    state
+        .store
+        .user_by_id(user.id)
+        .await?
+        .ok_or(ApiError::InvalidToken)
+}
+
+/// A password-less account for `email`, named after its local part, with the address as its
+/// `email` identity; the account a concurrent link made, if one won the race.
+async fn create_linked_account(state: &AppState, email: &Email) -> Result<User, ApiError> {
+    let local = email.as_str().split('@').next().unwrap_or_default();
+    let name = UserName::parse(local)
+        .or_else(|_| UserName::parse("New user"))
+        .map_err(|e| ApiError::internal(anyhow::anyhow!("a user name: {e:?}")))?;
+    let new = NewUser {
+        id: UserId::new(),
+        name,
+        email: email.clone(),
+        image: None,
+        password_hash: None,
+        created_at: clock::now(),
+    };
+    match state
+        .store
+        .create_user_with_identity(new, AuthProvider::Email, email.as_str())
+        .await
+    {
+        Ok(user) => {
+            log::info!("user {} was created by an emailed sign-in link", user.id);
+            Ok(user)
+        }
+        Err(StoreError::Conflict) => state
+            .store
+            .user_by_email(email)
+            .await?
+            .ok_or(ApiError::InvalidToken),
+        Err(e) => Err(e.into()),
+    }
 }

@@ -5,6 +5,7 @@ pub mod csrf;
 pub mod jwt;
 pub mod oauth_flow;
 pub mod password;
+pub mod pkce;
 pub mod rate_limit;
 pub mod session;
 

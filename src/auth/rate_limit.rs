@@ -129,6 +129,14 @@ impl RateLimiter {
             .map(drop)
     }
 
+    /// The per-address budget of emailed sign-in links: 5 per hour. `RateLimited` when spent.
+    pub async fn email_link_request(&self, address: &str) -> Result<(), ApiError> {
+        const WINDOW: Duration = Duration::from_secs(60 * 60);
+        self.reserve("mail", key(&["mail", "signin-link", address]), 5, WINDOW)
+            .await
+            .map(drop)
+    }
+
     fn signin_keys(email: &Email, ip: ClientIp) -> (String, String) {
         (
             key(&["signin-fail", email.as_str(), &ip.limit_key()]),

@@ -55,6 +55,8 @@ pub enum AuthProvider {
     Google,
     /// One or more passkeys (WebAuthn credentials).
     Passkey,
+    /// An account made by an emailed sign-in link (kept as an identity of the address).
+    Email,
 }
 
 impl AuthProvider {
@@ -64,6 +66,7 @@ impl AuthProvider {
             Self::Github => "github",
             Self::Google => "google",
             Self::Passkey => "passkey",
+            Self::Email => "email",
         }
     }
 
@@ -73,6 +76,7 @@ impl AuthProvider {
             "github" => Some(Self::Github),
             "google" => Some(Self::Google),
             "passkey" => Some(Self::Passkey),
+            "email" => Some(Self::Email),
             _ => None,
         }
     }

@@ -91,7 +91,7 @@ pub struct ProviderInfo {
     pub id: &'static str,
     #[schema(example = "Email and password")]
     pub name: &'static str,
-    /// `credentials`, `oauth` or `webauthn`.
+    /// `credentials`, `oauth`, `webauthn` or `email`.
     #[serde(rename = "type")]
     #[schema(schema_with = provider_type_schema)]
     pub type_: &'static str,
@@ -112,8 +112,8 @@ pub(super) fn string_enum(values: &[&str], description: &str) -> utoipa::openapi
 
 fn provider_type_schema() -> utoipa::openapi::ObjectBuilder {
     string_enum(
-        &["credentials", "oauth", "webauthn"],
-        "`credentials`, `oauth`, or `webauthn` (passkeys).",
+        &["credentials", "oauth", "webauthn", "email"],
+        "`credentials`, `oauth`, `webauthn` (passkeys) or `email` (emailed sign-in links).",
     )
 }
 
@@ -288,6 +288,18 @@ pub async fn providers(state: web::Data<AppState>) -> HttpResponse {
                 },
             );
         }
+    }
+    if !state.mailer.mail_unavailable() {
+        map.insert(
+            "email",
+            ProviderInfo {
+                id: "email",
+                name: "Email link",
+                type_: "email",
+                signin_url: format!("{base}/api/auth/email-link"),
+                callback_url: None,
+            },
+        );
     }
     if state.passkeys.is_some() {
         map.insert(

@@ -79,6 +79,8 @@ operations![
     email::verify_email,
     email::forgot_password,
     email::reset_password,
+    email::request_email_link,
+    email::verify_email_link,
     health::healthz,
     health::readyz,
     health::metrics,
@@ -231,7 +233,8 @@ pub struct UserBody {
     #[schema(format = "uri", required = true)]
     pub image: Option<String>,
     /// Ways this user can sign in: `credentials` when a password is set, then linked providers,
-    /// then `passkey` when the user has registered one.
+    /// then `passkey` when the user has registered one; `email` for an account an emailed
+    /// sign-in link created.
     #[schema(inline)]
     pub providers: Vec<ProviderId>,
     /// When the user proved the address (a verification link, a reset link, or a provider that
@@ -254,6 +257,7 @@ pub enum ProviderId {
     Github,
     Google,
     Passkey,
+    Email,
 }
 
 /// An OAuth provider as named in a path: `/api/auth/signin/{provider}`.
@@ -295,6 +299,7 @@ impl From<&User> for UserBody {
                     P::Github => ProviderId::Github,
                     P::Google => ProviderId::Google,
                     P::Passkey => ProviderId::Passkey,
+                    P::Email => ProviderId::Email,
                 })
                 .collect(),
             created_at: rfc3339(user.created_at),

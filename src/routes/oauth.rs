@@ -6,10 +6,8 @@ use actix_web::{
     http::{header, StatusCode},
     web, HttpRequest, HttpResponse, ResponseError,
 };
-use base64::{engine::general_purpose::URL_SAFE_NO_PAD, Engine};
 use oauth2::PkceCodeChallenge;
 use serde::{Deserialize, Serialize};
-use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 use time::OffsetDateTime;
 use utoipa::{IntoParams, ToSchema};
@@ -23,7 +21,7 @@ use crate::{
     accounts::{self, ProviderIdentity},
     auth::{
         oauth_flow::{Flow, FLOW_TTL_SECS},
-        ClientIp, CredentialBudget, CurrentUser,
+        pkce, ClientIp, CredentialBudget, CurrentUser,
     },
     clock,
     domain::{Amr, AuthMethod, AuthProvider, Email},
@@ -83,10 +81,6 @@ struct CodeData {
     credential_version: u64,
 }
 
-fn s256(verifier: &str) -> String {
-    URL_SAFE_NO_PAD.encode(Sha256::digest(verifier.as_bytes()))
-}
-
 /// The enabled provider named in the path.
 fn enabled(state: &AppState, raw: &str) -> Result<AuthProvider, ApiError> {
     match AuthProvider::parse(raw) {
@@ -127,18 +121,7 @@ pub async fn oauth_signin(
         .app_callbacks
         .contains(&callback.to_string());
     let app_challenge = match (&query.code_challenge, is_app) {
-        (Some(c), true) => {
-            let ok = c.len() == 43
-                && c.bytes()
-                    .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
-            if !ok {
-                return Err(ApiError::field(
-                    "codeChallenge",
-                    "must be the base64url S256 challenge of your code verifier (43 characters)",
-                ));
-            }
-            Some(c.clone())
-        }
+        (Some(c), true) => Some(pkce::parse_challenge(c)?),
         (None, true) => {
             return Err(ApiError::field(
                 "codeChallenge",
@@ -163,7 +146,9 @@ pub async fn oauth_signin(
                 .map_err(ApiError::internal)?;
             (url, Some(nonce))
         }
-        AuthProvider::Credentials | AuthProvider::Passkey => return Err(ApiError::UnknownProvider),
+        AuthProvider::Credentials | AuthProvider::Passkey | AuthProvider::Email => {
+            return Err(ApiError::UnknownProvider)
+        }
     };
     let flow = Flow {
         provider: provider.as_str().to_owned(),
@@ -244,7 +229,9 @@ async fn fetch_identity(
                 image: profile.picture,
             })
         }
-        AuthProvider::Credentials | AuthProvider::Passkey => Err(ApiError::UnknownProvider),
+        AuthProvider::Credentials | AuthProvider::Passkey | AuthProvider::Email => {
+            Err(ApiError::UnknownProvider)
+        }
     }
 }
 
@@ -425,13 +412,7 @@ pub async fn exchange_code(
         .await?
         .ok_or(ApiError::InvalidCode)?;
     let data: CodeData = serde_json::from_str(&record.data).map_err(|_| ApiError::InvalidCode)?;
-    let verifier_ok = (43..=128).contains(&body.code_verifier.len())
-        && bool::from(
-            s256(&body.code_verifier)
-                .as_bytes()
-                .ct_eq(data.challenge.as_bytes()),
-        );
-    if !verifier_ok {
+    if !pkce::verifies(&data.challenge, &body.code_verifier) {
         log::warn!("a one-time code was presented with the wrong verifier; it is spent");
         return Err(ApiError::InvalidCode);
     }

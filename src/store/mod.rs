@@ -540,6 +540,8 @@ pub enum TokenKind {
     PasskeyRegistration,
     /// A passkey sign-in under way (the ceremony's state).
     PasskeySignIn,
+    /// An emailed sign-in link (of an account, or of an address that has none yet).
+    EmailSignIn,
 }
 
 impl TokenKind {
@@ -554,6 +556,7 @@ impl TokenKind {
             Self::MfaPending => "mfa_pending",
             Self::PasskeyRegistration => "passkey_registration",
             Self::PasskeySignIn => "passkey_signin",
+            Self::EmailSignIn => "email_signin",
         }
     }
 }

@@ -8,6 +8,7 @@ mod api_keys;
 mod auth;
 mod docs;
 mod email;
+mod email_links;
 mod generate;
 mod hardening;
 mod jwks;

@@ -203,7 +203,7 @@ export async function example(): Promise<string[]> {
     email: "ada@example.com",
     password: "correct horse battery",
   });
-  const providers: ("credentials" | "github" | "google")[] = user.providers;
+  const providers: ("credentials" | "github" | "google" | "passkey" | "email")[] = user.providers;
   const image: string | null = user.image;
   void providers;
   void image;
