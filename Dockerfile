@@ -36,10 +36,12 @@ RUN mkdir src \
        target/release/deps/libauthvault-* \
        target/release/.fingerprint/authvault-*
 
-# 2. The crate itself. migrations/ and assets/ must be present: the SQLite schema and the
-#    API reference page's scripts are embedded with include_str!/include_bytes!.
+# 2. The crate itself. migrations/, assets/ and templates/ must be present: the SQLite schema,
+#    the API reference page's scripts and the built-in mail templates are embedded with
+#    include_str!/include_bytes!.
 COPY migrations ./migrations
 COPY assets ./assets
+COPY templates ./templates
 COPY src ./src
 # COPY keeps the context's mtimes, which may be older than the dummy build: touch so that
 # cargo never mistakes the dummy artifacts for fresh ones.

@@ -6,7 +6,7 @@ use crate::{
     clock,
     domain::{AuthProvider, Email, Password, User, UserId, UserName},
     error::ApiError,
-    mail::notices::notify,
+    mail::{notices::notify, Notice, PasswordChange},
     state::AppState,
     store::{CredentialChange, NewUser, StoreError},
 };
@@ -52,12 +52,11 @@ pub async fn change_password(
     notify(
         &state.mailer,
         user,
-        "Your password was changed",
-        if user.has_password() {
-            "The password of your account was just changed."
+        Notice::PasswordChanged(if user.has_password() {
+            PasswordChange::Changed
         } else {
-            "A password was just set for your account."
-        },
+            PasswordChange::Set
+        }),
     );
     log::info!("user {} changed password; other sessions ended", user.id);
     Ok(())
@@ -232,18 +231,10 @@ pub async fn first_proof(state: &AppState, user: &User, proof: Proof<'_>) -> Res
         user.id,
         names.join(", ")
     );
-    let what = format!(
-        "Your email address was just proven to belong to you. Sign-in methods that were added to \
-         the account while the address was unproven were removed ({}), and every session was \
-         ended. If you did not add them, someone may have prepared the account before you: your \
-         password stays as it is, so reset it if you did not choose it yourself.",
-        names.join(", ")
-    );
     notify(
         &state.mailer,
         user,
-        "Sign-in methods were removed from your account",
-        &what,
+        Notice::MethodsRemoved { methods: &names },
     );
     Ok(())
 }
@@ -345,12 +336,11 @@ pub async fn resolve_identity(
                         notify(
                             &state.mailer,
                             &user,
-                            "A sign-in provider was linked to your account",
-                            match identity.provider {
-                                AuthProvider::Github => {
-                                    "Your account can now be signed in to with GitHub."
-                                }
-                                _ => "Your account can now be signed in to with Google.",
+                            Notice::ProviderLinked {
+                                provider: match identity.provider {
+                                    AuthProvider::Github => "GitHub",
+                                    _ => "Google",
+                                },
                             },
                         );
                         return store

@@ -261,6 +261,8 @@ pub mod var {
             "smtp://user:pass@host:port or smtps://... (unset: an outbox with SQLite, 503 with MongoDB)";
         MAIL_FROM = "AUTHVAULT_MAIL_FROM", "authvault <no-reply@localhost>",
             "sender of verification, reset and notice emails";
+        MAIL_TEMPLATES = "AUTHVAULT_MAIL_TEMPLATES", "",
+            "directory of mail templates replacing the built-in ones of the same name (unset: the built-in ones)";
         VERIFY_TOKEN_TTL_SECS = "AUTHVAULT_VERIFY_TOKEN_TTL_SECS", "86400",
             "email verification link lifetime, in seconds";
         RESET_TOKEN_TTL_SECS = "AUTHVAULT_RESET_TOKEN_TTL_SECS", "1800",
@@ -382,6 +384,8 @@ pub struct PasskeySettings {
 pub struct MailSettings {
     pub smtp_url: Option<SecretString>,
     pub from: String,
+    /// The operator's mail templates (`AUTHVAULT_MAIL_TEMPLATES`); `None`: the built-in ones.
+    pub templates_dir: Option<PathBuf>,
     pub verify_token_ttl: Duration,
     pub reset_token_ttl: Duration,
     /// Whether a sign-in link to an address without an account creates one.
@@ -522,6 +526,8 @@ impl Settings {
                 }
             })?,
             from: vars.parse(var::MAIL_FROM, |v| Ok::<_, String>(v.to_owned()))?,
+            templates_dir: vars
+                .optional(var::MAIL_TEMPLATES, |v| Ok::<_, String>(PathBuf::from(v)))?,
             verify_token_ttl: Duration::from_secs(vars.number(
                 var::VERIFY_TOKEN_TTL_SECS,
                 60,

@@ -14,10 +14,7 @@ use crate::{
     clock,
     domain::{AuthProvider, Email, Password, User, UserId, UserName},
     error::ApiError,
-    mail::{
-        notices::{message, notify},
-        MailError,
-    },
+    mail::{notices::notify, Letter, MailError, Notice, PasswordChange},
     state::AppState,
     store::{CredentialChange, NewUser, StoreError, TokenKind},
 };
@@ -96,6 +93,10 @@ pub fn mail_failed(e: MailError) -> ApiError {
             log::error!("mail not delivered: {why}");
             ApiError::internal(anyhow::anyhow!("mail delivery failed"))
         }
+        MailError::Template(why) => {
+            log::error!("mail not rendered: {why}");
+            ApiError::internal(anyhow::anyhow!("mail template failed"))
+        }
     }
 }
 
@@ -123,13 +124,12 @@ pub async fn request_verification(
         state.settings.mail.verify_token_ttl,
     )
     .await?;
-    let mail = message(
-        &user.email,
-        "Verify your email address",
-        &["Please confirm that this address belongs to your account."],
-        Some(("Verify your address", &link)),
-    );
-    state.mailer.send(mail).await.map_err(mail_failed)?;
+    let letter = Letter::VerifyEmail { link: &link };
+    state
+        .mailer
+        .deliver(&user.email, &letter)
+        .await
+        .map_err(mail_failed)?;
     log::info!("user {} asked for a verification link", user.id);
     Ok(())
 }
@@ -170,16 +170,15 @@ async fn send_reset(state: &AppState, email: &Email, base: &Url) -> Result<(), A
     };
     let ttl = state.settings.mail.reset_token_ttl;
     let link = issue(state, TokenKind::PasswordReset, &user, base, ttl).await?;
-    let mail = message(
-        &user.email,
-        "Reset your password",
-        &[&format!(
-            "Someone asked to reset the password of your account. The link works once, for {} minutes.",
-            ttl.as_secs().div_ceil(60)
-        )],
-        Some(("Choose a new password", &link)),
-    );
-    state.mailer.send(mail).await.map_err(mail_failed)?;
+    let letter = Letter::PasswordReset {
+        link: &link,
+        minutes: ttl.as_secs().div_ceil(60),
+    };
+    state
+        .mailer
+        .deliver(&user.email, &letter)
+        .await
+        .map_err(mail_failed)?;
     log::info!("user {} was sent a reset link", user.id);
     Ok(())
 }
@@ -213,8 +212,7 @@ pub async fn reset_password(
     notify(
         &state.mailer,
         &user,
-        "Your password was changed",
-        "The password of your account was just reset with a link sent to this address.",
+        Notice::PasswordChanged(PasswordChange::Reset),
     );
     log::info!("user {} reset their password; every session ended", user.id);
     Ok(())

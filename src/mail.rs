@@ -10,7 +10,10 @@ use std::{
     io::Write,
     net::IpAddr,
     path::{Path, PathBuf},
-    sync::atomic::{AtomicU64, Ordering},
+    sync::{
+        atomic::{AtomicU64, Ordering},
+        Arc,
+    },
     time::Duration,
 };
 
@@ -32,9 +35,12 @@ use crate::{
     domain::Email,
 };
 
-/// How long one send may take, from connecting to the server's last answer.
 pub mod notices;
+pub mod templates;
 
+pub use templates::{Letter, Notice, PasswordChange, Templates};
+
+/// How long one send may take, from connecting to the server's last answer.
 pub const SEND_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// One message to one user: the same content as plain text and as HTML.
@@ -64,6 +70,9 @@ pub enum MailError {
     /// Delivery was tried and failed (refused, unreachable, timed out, outbox not writable).
     #[error("mail delivery failed: {0}")]
     Failed(String),
+    /// The mail could not be rendered from its (checked) template; nothing was sent.
+    #[error("mail template failed: {0}")]
+    Template(String),
 }
 
 /// Sends [`Mail`] the way the configuration says. `Debug` never shows the SMTP password.
@@ -72,6 +81,7 @@ pub struct Mailer {
     from: Mailbox,
     transport: Transport,
     timeout: Duration,
+    templates: Arc<Templates>,
 }
 
 #[derive(Clone)]
@@ -99,6 +109,8 @@ impl Mailer {
     /// Certificates are checked against the bundled Mozilla roots (webpki-roots), like every
     /// other outgoing TLS connection of authvault. `user:pass@` is percent-decoded and used for
     /// AUTH PLAIN or LOGIN.
+    ///
+    /// The mail templates are loaded and checked here too (see [`Templates::load`]).
     pub fn from_settings(settings: &Settings) -> anyhow::Result<Self> {
         let from = settings.mail.from.trim().parse::<Mailbox>().map_err(|_| {
             config_error(
@@ -130,10 +142,15 @@ impl Mailer {
             );
             Transport::Unavailable
         };
+        let templates = Templates::load(
+            settings.mail.templates_dir.as_deref(),
+            &settings.sessions.mfa_issuer,
+        )?;
         Ok(Self {
             from,
             transport,
             timeout: SEND_TIMEOUT,
+            templates: Arc::new(templates),
         })
     }
 
@@ -160,6 +177,30 @@ impl Mailer {
             Transport::Outbox(dir) => Some(dir),
             _ => None,
         }
+    }
+
+    /// `letter` to `to`, rendered from the templates. A checked template does not fail here;
+    /// should one, the error is [`MailError::Template`] and nothing is sent.
+    pub fn compose(&self, to: &Email, letter: &Letter<'_>) -> Result<Mail, MailError> {
+        let rendered = self
+            .templates
+            .render(letter)
+            .map_err(|e| MailError::Template(e.to_string()))?;
+        Ok(Mail {
+            to: to.clone(),
+            subject: rendered.subject,
+            text: rendered.text,
+            html: rendered.html,
+        })
+    }
+
+    /// Renders `letter` to `to` and delivers it (see [`Mailer::compose`], [`Mailer::send`]).
+    pub async fn deliver(&self, to: &Email, letter: &Letter<'_>) -> Result<(), MailError> {
+        if self.mail_unavailable() {
+            return Err(MailError::Unavailable);
+        }
+        let mail = self.compose(to, letter)?;
+        self.send(mail).await
     }
 
     /// Delivers one multipart/alternative message (text and HTML) with `From`, `To`,
@@ -798,6 +839,7 @@ mod tests {
                 target,
             },
             timeout: Duration::from_secs(5),
+            templates: Arc::new(Templates::built_in("authvault").unwrap()),
         };
 
         let err = mailer.send(mail("a@example.com")).await.unwrap_err();

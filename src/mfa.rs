@@ -17,7 +17,7 @@ use crate::{
     clock,
     domain::{Amr, AuthMethod, User, UserId},
     error::ApiError,
-    mail::notices::notify,
+    mail::{notices::notify, Notice},
     sessions::{self, Origin, Started},
     state::AppState,
     store::{MfaEnable, TokenKind},
@@ -235,13 +235,7 @@ pub async fn confirm(
         // Enrolled again, turned on by another request, or this session ended meanwhile.
         return Err(ApiError::BadMfaCode);
     }
-    notify(
-        &state.mailer,
-        user,
-        "Two-factor sign-in is on",
-        "Two-factor sign-in with an authenticator app was just turned on for your account; \
-         every other session was signed out.",
-    );
+    notify(&state.mailer, user, Notice::MfaEnabled);
     log::info!("user {} turned MFA on; other sessions ended", user.id);
     Ok(codes)
 }
@@ -285,12 +279,7 @@ async fn spend_code(state: &AppState, user: &User, code: &str) -> Result<Option<
     let Some(left) = state.store.spend_recovery_code(user.id, &hash).await? else {
         return Ok(None);
     };
-    let what = format!(
-        "A recovery code was just used to sign in to your account; {left} of them {} left. \
-         Make a new set from your account settings when you run low.",
-        if left == 1 { "is" } else { "are" }
-    );
-    notify(&state.mailer, user, "A recovery code was used", &what);
+    notify(&state.mailer, user, Notice::RecoveryCodeUsed { left });
     log::info!("user {} used a recovery code; {left} left", user.id);
     Ok(Some(Factor::Recovery { left }))
 }
@@ -330,13 +319,7 @@ pub async fn disable(
     if !state.store.disable_mfa(user.id).await? {
         return Err(ApiError::NotFound);
     }
-    notify(
-        &state.mailer,
-        user,
-        "Two-factor sign-in is off",
-        "Two-factor sign-in was just turned off for your account: a password (or provider) alone \
-         signs in again.",
-    );
+    notify(&state.mailer, user, Notice::MfaDisabled);
     log::info!("user {} turned MFA off", user.id);
     Ok(())
 }

@@ -20,7 +20,7 @@ use crate::{
     config::PasskeySettings,
     domain::{Amr, AuthMethod, User},
     error::ApiError,
-    mail::notices::notify,
+    mail::{notices::notify, Notice},
     sessions::{Origin, Started},
     signin::{self, SignIn},
     state::AppState,
@@ -235,11 +235,7 @@ pub async fn finish_registration(
         notify(
             &state.mailer,
             &user,
-            "A passkey was added to your account",
-            &format!(
-                "A passkey named \"{}\" can now sign in to your account.",
-                record.name
-            ),
+            Notice::PasskeyAdded { name: &record.name },
         );
     }
     Ok(record)

@@ -11,7 +11,7 @@ use crate::{
     clock,
     domain::{Amr, User, UserId},
     error::ApiError,
-    mail::notices::notify,
+    mail::{notices::notify, Notice},
     state::AppState,
     store::{RefreshState, SessionRecord, StoreError, TokenKind},
 };
@@ -209,13 +209,7 @@ async fn revoke_reused(
     log::warn!("a spent refresh token was presented again: session {session} revoked");
     if let Some(user) = user {
         if let Some(user) = state.store.user_by_id(user).await? {
-            notify(
-                &state.mailer,
-                &user,
-                "A signed-in device was signed out",
-                "A refresh token of one of your sessions was used twice, which means it may have \
-                 been copied. That session was ended; sign in again on that device.",
-            );
+            notify(&state.mailer, &user, Notice::SessionRevoked);
         }
     }
     Ok(())

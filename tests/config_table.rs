@@ -108,17 +108,27 @@ fn the_contract_lists_the_same_variables() {
         documented.len() > 20,
         "the table was not found: {documented:?}"
     );
-    // The second stage names its variables in its sections' text, in backquotes.
+    // The second stage names its variables in its sections' text, in backquotes, and in the
+    // first column of its own variable table.
+    let is_variable = |word: &&str| {
+        word.starts_with("AUTHVAULT_")
+            && word
+                .chars()
+                .all(|c| c.is_ascii_uppercase() || c.is_ascii_digit() || c == '_')
+    };
+    let in_rows = contract
+        .lines()
+        .filter(|row| row.starts_with('|'))
+        .flat_map(|row| {
+            let first = row.trim_matches('|').split('|').next().unwrap_or("");
+            first.split(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+        });
     let named: BTreeSet<String> = contract
         .split('`')
         .skip(1)
         .step_by(2)
-        .filter(|word| {
-            word.starts_with("AUTHVAULT_")
-                && word
-                    .chars()
-                    .all(|c| c.is_ascii_uppercase() || c.is_ascii_digit() || c == '_')
-        })
+        .chain(in_rows)
+        .filter(is_variable)
         .map(str::to_owned)
         .collect();
     let in_contract: BTreeSet<String> = documented.union(&named).cloned().collect();

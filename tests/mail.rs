@@ -13,7 +13,7 @@ use std::{
 use authvault::{
     config::Settings,
     domain::Email,
-    mail::{Mail, MailError, Mailer},
+    mail::{Letter, Mail, MailError, Mailer, Notice},
 };
 use smtp::{decoded_part, header, SmtpSink};
 
@@ -211,5 +211,86 @@ async fn without_smtp_mongodb_has_no_mail_delivery() {
     assert_eq!(
         mailer.send(reset_mail("ada@example.com")).await,
         Err(MailError::Unavailable)
+    );
+}
+
+/// A mail-template directory holding `files`.
+fn template_dir(files: &[(&str, &str)]) -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    for (name, source) in files {
+        std::fs::write(dir.path().join(name), source).unwrap();
+    }
+    dir
+}
+
+#[tokio::test]
+async fn an_operators_template_replaces_the_built_in_one_and_html_is_escaped() {
+    let sink = SmtpSink::start(false);
+    let dir = template_dir(&[(
+        "passkey_added.subject.txt",
+        "{{ service }}: new passkey {{ name }}",
+    )]);
+    let mailer = Mailer::from_settings(&settings(&[
+        ("AUTHVAULT_SMTP_URL", &sink.url()),
+        (
+            "AUTHVAULT_MAIL_TEMPLATES",
+            &dir.path().display().to_string(),
+        ),
+        ("AUTHVAULT_MFA_ISSUER", "Example Vault"),
+    ]))
+    .unwrap();
+    let to = Email::parse("ada@example.com").unwrap();
+    let name = "<script>\"&";
+
+    let letter = Letter::Notice(Notice::PasskeyAdded { name });
+    mailer.deliver(&to, &letter).await.unwrap();
+
+    let raw = &sink.wait_for(1, Duration::from_secs(10)).await[0];
+    assert_eq!(
+        header(raw, "subject").as_deref(),
+        Some("Example Vault: new passkey <script>\"&")
+    );
+    let text = decoded_part(raw, "text/plain").unwrap();
+    let html = decoded_part(raw, "text/html").unwrap();
+    assert!(
+        text.contains("A passkey named \"<script>\"&\" can now sign in"),
+        "{text}"
+    );
+    assert!(html.contains("&lt;script&gt;&quot;&amp;"), "{html}");
+    assert!(!html.contains("<script>"), "{html}");
+}
+
+#[test]
+fn a_broken_template_stops_the_start_naming_its_file() {
+    let dir = template_dir(&[("reset_password.txt", "unused"), ("layout.txt", "{% if %}")]);
+    let err = Mailer::from_settings(&settings(&[(
+        "AUTHVAULT_MAIL_TEMPLATES",
+        &dir.path().display().to_string(),
+    )]))
+    .unwrap_err();
+    let shown = format!("{err:#}");
+    assert!(shown.contains("AUTHVAULT_MAIL_TEMPLATES"), "{shown}");
+    assert!(
+        shown.contains(&dir.path().join("layout.txt").display().to_string()),
+        "{shown}"
+    );
+}
+
+#[test]
+fn a_missing_template_directory_stops_the_start_naming_the_variable() {
+    let dir = tempfile::tempdir().unwrap();
+    let missing = dir.path().join("mail");
+    let err = Mailer::from_settings(&settings(&[(
+        "AUTHVAULT_MAIL_TEMPLATES",
+        &missing.display().to_string(),
+    )]))
+    .unwrap_err();
+    let shown = format!("{err:#}");
+    assert!(
+        shown.contains(&format!(
+            "AUTHVAULT_MAIL_TEMPLATES: {} does not exist",
+            missing.display()
+        )),
+        "{shown}"
     );
 }

@@ -19,6 +19,7 @@ backend_tests!(
     common_passwords_are_refused,
     a_vouched_provider_takes_back_an_account_registered_by_someone_else,
     linking_to_a_verified_account_keeps_its_password_and_mails_a_notice,
+    an_operators_template_directory_replaces_a_built_in_mail,
 );
 
 pub(crate) async fn app_with_mail(backend: Backend, extra: &[(&str, &str)]) -> (TestApp, SmtpSink) {
@@ -84,6 +85,52 @@ async fn a_verification_link_proves_the_address_once(backend: Backend) {
         )
         .await;
     app.assert_problem(res, 409, "already_verified").await;
+}
+
+async fn an_operators_template_directory_replaces_a_built_in_mail(backend: Backend) {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("verify_email.subject.txt"),
+        "Confirm your address for {{ service }}",
+    )
+    .unwrap();
+    let templates = dir.path().display().to_string();
+    let (app, sink) = app_with_mail(
+        backend,
+        &[
+            ("AUTHVAULT_MAIL_TEMPLATES", &templates),
+            ("AUTHVAULT_MFA_ISSUER", "Example Vault"),
+        ],
+    )
+    .await;
+    let user = app.signed_up_user().await;
+
+    let res = app
+        .send_bearer(
+            Method::POST,
+            "/api/auth/verify-email/request",
+            &user.token,
+            None,
+        )
+        .await;
+    assert_eq!(res.status(), 202);
+
+    let mails = sink.wait_for(1, Duration::from_secs(10)).await;
+    assert_eq!(
+        header(&mails[0], "Subject").as_deref(),
+        Some("Confirm your address for Example Vault")
+    );
+    // The parts it did not replace are the built-in ones, link and all.
+    let text = decoded_part(&mails[0], "text/plain").unwrap();
+    assert!(
+        text.starts_with("Please confirm that this address"),
+        "{text}"
+    );
+    let (_, token) = token_link(&mails[0]);
+    let res = app
+        .post_json("/api/auth/verify-email", &json!({"token": token}))
+        .await;
+    assert_eq!(res.status(), 200);
 }
 
 async fn verification_links_must_go_to_allowed_places(backend: Backend) {
