@@ -280,16 +280,15 @@ async fn send_sign_in_link(
         .await?;
     let mut link = base.clone();
     link.query_pairs_mut().append_pair("token", &token);
-    let mail = message(
-        email,
-        "Your sign-in link",
-        &[&format!(
-            "Use this link to sign in. It works once, for {} minutes.",
-            ttl.as_secs().div_ceil(60)
-        )],
-        Some(("Sign in", link.as_str())),
-    );
-    state.mailer.send(mail).await.map_err(mail_failed)?;
+    let letter = Letter::SigninLink {
+        link: link.as_str(),
+        minutes: ttl.as_secs().div_ceil(60),
+    };
+    state
+        .mailer
+        .deliver(email, &letter)
+        .await
+        .map_err(mail_failed)?;
     match &user {
         Some(user) => log::info!("user {} was sent a sign-in link", user.id),
         None => log::info!("a sign-in link for a new account was sent"),

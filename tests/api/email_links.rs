@@ -71,7 +71,10 @@ async fn a_link_signs_in_an_existing_account_once_and_proves_its_address(backend
     ask(&app, &user.email).await;
     let mails = sink.wait_for(1, Duration::from_secs(10)).await;
     assert_eq!(header(&mails[0], "To").unwrap(), user.email);
-    assert_eq!(header(&mails[0], "Subject").unwrap(), "Your sign-in link");
+    assert_eq!(
+        header(&mails[0], "Subject").unwrap(),
+        "Sign in to authvault"
+    );
     let (link, token) = token_link(&mails[0]);
     assert!(link.starts_with("http://app.test/link?token="), "{link}");
     assert!(decoded_part(&mails[0], "text/plain")
@@ -325,7 +328,7 @@ async fn a_user_with_mfa_on_gets_the_second_step(backend: Backend) {
     let mails = sink.wait_for(2, Duration::from_secs(10)).await;
     let link_mail = mails
         .iter()
-        .find(|m| header(m, "Subject").unwrap() == "Your sign-in link")
+        .find(|m| header(m, "Subject").unwrap() == "Sign in to authvault")
         .expect("the link mail");
     let (_, token) = token_link(link_mail);
     let res = verify(&app, &json!({"token": token})).await;
