@@ -47,7 +47,9 @@ impl Passkeys {
             .ok_or_else(|| anyhow::anyhow!("passkeys need at least one origin"))?;
         let mut builder = WebauthnBuilder::new(&settings.rp_id, first)
             .map_err(|e| anyhow::anyhow!("the RP ID does not fit the origin {first}: {e}"))?
-            .rp_name(rp_name);
+            .rp_name(rp_name)
+            // The browser gives up before the ceremony expires (FLOW_TTL), never after.
+            .timeout(std::time::Duration::from_secs(240));
         for origin in rest {
             builder = builder.append_allowed_origin(origin);
         }
@@ -73,19 +75,30 @@ pub struct Ceremony<O> {
     pub options: O,
 }
 
-/// A passkey name as entered: trimmed, 1-64 characters, no control characters.
+/// A passkey name as entered: trimmed, 1-64 characters, no control or formatting characters.
 pub fn parse_name(raw: &str) -> Result<String, ApiError> {
     let name = raw.trim();
     if name.is_empty() || name.chars().count() > MAX_NAME_CHARS {
         return Err(ApiError::field("name", "must be 1-64 characters"));
     }
-    if name.chars().any(char::is_control) {
+    // No control or invisible formatting characters (bidirectional overrides, zero-width
+    // marks): the name is shown in lists and in the notice mail.
+    if name.chars().any(|c| c.is_control() || is_format(c)) {
         return Err(ApiError::field(
             "name",
-            "must not contain control characters",
+            "must not contain control or invisible formatting characters",
         ));
     }
     Ok(name.to_owned())
+}
+
+/// Unicode's invisible formatting characters that can disguise text (general category Cf, the
+/// ones in use: soft hyphen, Arabic marks, zero-width and bidirectional controls, BOM).
+fn is_format(c: char) -> bool {
+    matches!(c,
+        '\u{AD}' | '\u{600}'..='\u{605}' | '\u{61C}' | '\u{6DD}' | '\u{70F}' | '\u{180E}'
+        | '\u{200B}'..='\u{200F}' | '\u{202A}'..='\u{202E}' | '\u{2060}'..='\u{2064}'
+        | '\u{2066}'..='\u{206F}' | '\u{FEFF}' | '\u{FFF9}'..='\u{FFFB}')
 }
 
 async fn put_flow(

@@ -3,8 +3,6 @@
 //! `PublicKeyCredential.parseCreationOptionsFromJSON` / `parseRequestOptionsFromJSON` and
 //! `PublicKeyCredential.toJSON()` speak in browsers.
 
-use std::collections::BTreeMap;
-
 use actix_web::{http::StatusCode, web, HttpRequest, HttpResponse};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
@@ -64,6 +62,11 @@ pub struct RenameRequest {
     #[schema(min_length = 1, max_length = 64)]
     pub name: String,
 }
+
+/// The start of a ceremony takes nothing: an empty body or `{}`.
+#[derive(Deserialize, Default, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct StartRequest {}
 
 /// A registration begun: pass `publicKey` to `navigator.credentials.create`.
 #[derive(Serialize, ToSchema)]
@@ -265,7 +268,7 @@ pub struct AssertionResponseJson {
 /// Begin registering a passkey for the signed-in user.
 #[utoipa::path(post, path = "/api/user/passkeys/register/start", tag = "passkeys",
     security(("bearer" = []), ("cookie" = [])),
-    request_body(content = Option<BTreeMap<String, String>>, description = "Empty, or `{}`"),
+    request_body(content = Option<StartRequest>, description = "Empty, or `{}`"),
     responses(
         (status = 200, description = "The creation options and the ceremony's id", body = RegistrationStart),
         problems::JsonBody, problems::SignedIn, problems::CookieWrite, problems::Stored,
@@ -275,7 +278,7 @@ pub struct AssertionResponseJson {
 pub async fn register_start(
     state: web::Data<AppState>,
     current: CurrentUser,
-    _body: OptionalJson<BTreeMap<String, serde_json::Value>>,
+    _body: OptionalJson<StartRequest>,
 ) -> Result<HttpResponse, ApiError> {
     let user = current.load(&state).await?;
     let ceremony = passkeys::start_registration(&state, &current, &user).await?;
@@ -370,7 +373,7 @@ pub async fn delete_passkey(
 
 /// Begin a sign-in with a passkey (no username: the authenticator offers the user's passkeys).
 #[utoipa::path(post, path = "/api/auth/passkey/start", tag = "passkeys",
-    request_body(content = Option<BTreeMap<String, String>>, description = "Empty, or `{}`"),
+    request_body(content = Option<StartRequest>, description = "Empty, or `{}`"),
     responses(
         (status = 200, description = "The request options and the ceremony's id", body = SignInStart),
         problems::JsonBody, problems::OriginChecked, problems::Limited, problems::Stored,
@@ -378,7 +381,7 @@ pub async fn delete_passkey(
     ))]
 pub async fn signin_start(
     state: web::Data<AppState>,
-    _body: OptionalJson<BTreeMap<String, serde_json::Value>>,
+    _body: OptionalJson<StartRequest>,
     CredentialBudget(_ip): CredentialBudget,
 ) -> Result<HttpResponse, ApiError> {
     let ceremony = passkeys::start_sign_in(&state).await?;

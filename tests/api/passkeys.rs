@@ -565,6 +565,8 @@ async fn passkeys_are_listed_renamed_and_deleted_but_never_the_last_way_in(backe
         json!("   "),
         json!("x".repeat(65)),
         json!("a\u{7}b"),
+        json!("Phone\u{202E}gpj.exe"),
+        json!("a\u{200B}b"),
     ] {
         let res = app
             .send_bearer(
@@ -784,6 +786,19 @@ async fn malformed_passkey_requests_are_clear_problems(backend: Backend) {
             "attestationObject": "AAAA"}});
     let res = signin_finish(&app, &flow, &junk).await;
     app.assert_problem(res, 401, "invalid_credentials").await;
+    // The starts take nothing but an empty body or `{}`.
+    let res = app
+        .post_json("/api/auth/passkey/start", &json!({"userName": "ada"}))
+        .await;
+    app.assert_problem(res, 400, "validation_failed").await;
+    let res = post_bearer(
+        &app,
+        "/api/user/passkeys/register/start",
+        &user.token,
+        &json!({"x": 1}),
+    )
+    .await;
+    app.assert_problem(res, 400, "validation_failed").await;
     let (flow, _) = register_start(&app, &user.token).await;
     let res = register_finish(&app, &user.token, &flow, &junk, None).await;
     app.assert_problem(res, 400, "invalid_passkey").await;
