@@ -102,7 +102,7 @@ fn true_schema() -> utoipa::openapi::ObjectBuilder {
 }
 
 fn methods_schema() -> utoipa::openapi::schema::ArrayBuilder {
-    utoipa::openapi::schema::ArrayBuilder::new().items(super::auth::string_enum(
+    utoipa::openapi::schema::ArrayBuilder::new().items(super::string_enum(
         &["totp", "recoveryCode"],
         "`totp`: a 6-digit code of the authenticator app; `recoveryCode`: an unused recovery code.",
     ))

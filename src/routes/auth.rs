@@ -102,16 +102,8 @@ pub struct ProviderInfo {
     pub callback_url: Option<String>,
 }
 
-/// A string that is always one of `values`.
-pub(super) fn string_enum(values: &[&str], description: &str) -> utoipa::openapi::ObjectBuilder {
-    utoipa::openapi::ObjectBuilder::new()
-        .schema_type(utoipa::openapi::Type::String)
-        .enum_values(Some(values.iter().copied()))
-        .description(Some(description))
-}
-
 fn provider_type_schema() -> utoipa::openapi::ObjectBuilder {
-    string_enum(
+    super::string_enum(
         &["credentials", "oauth", "webauthn", "email"],
         "`credentials`, `oauth`, `webauthn` (passkeys) or `email` (emailed sign-in links).",
     )

@@ -210,6 +210,14 @@ fn resource(path: &str) -> actix_web::Resource {
         .default_service(web::to(method_not_allowed))
 }
 
+/// A string that is always one of `values`.
+fn string_enum(values: &[&str], description: &str) -> utoipa::openapi::ObjectBuilder {
+    utoipa::openapi::ObjectBuilder::new()
+        .schema_type(utoipa::openapi::Type::String)
+        .enum_values(Some(values.iter().copied()))
+        .description(Some(description))
+}
+
 /// A user as clients see it.
 #[derive(Debug, Serialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
