@@ -33,6 +33,7 @@ backend_tests!(
     a_deleted_account_takes_its_passkeys_along,
     a_ceremony_started_on_one_instance_finishes_on_another,
     malformed_passkey_requests_are_clear_problems,
+    both_passkey_sign_in_routes_count_toward_the_per_ip_limit,
 );
 
 const ORIGIN: &str = "http://app.test";
@@ -176,13 +177,45 @@ async fn passkeys_are_off_when_the_rp_id_is_an_ip_address(backend: Backend) {
     let providers: Value = app.get("/api/auth/providers").await.json().await.unwrap();
     assert!(providers.get("passkey").is_none(), "{providers}");
     let user = app.signed_up_user().await;
-    for (method, path) in [
-        (Method::POST, "/api/user/passkeys/register/start"),
-        (Method::GET, "/api/user/passkeys"),
-        (Method::POST, "/api/auth/passkey/start"),
+    let some_id = "5f2b9c1e-0000-4000-8000-000000000000";
+    let finish = json!({"flowId": "x", "credential": {"id": "AAAA", "rawId": "AAAA",
+        "type": "public-key", "response": {"clientDataJSON": "AAAA", "attestationObject": "AAAA",
+        "authenticatorData": "AAAA", "signature": "AAAA"}}});
+    for (method, path, body) in [
+        (
+            Method::POST,
+            "/api/user/passkeys/register/start".to_owned(),
+            json!({}),
+        ),
+        (
+            Method::POST,
+            "/api/user/passkeys/register/finish".to_owned(),
+            finish.clone(),
+        ),
+        (Method::GET, "/api/user/passkeys".to_owned(), json!({})),
+        (
+            Method::PATCH,
+            format!("/api/user/passkeys/{some_id}"),
+            json!({"name": "x"}),
+        ),
+        (
+            Method::DELETE,
+            format!("/api/user/passkeys/{some_id}"),
+            json!({}),
+        ),
+        (
+            Method::POST,
+            "/api/auth/passkey/start".to_owned(),
+            json!({}),
+        ),
+        (
+            Method::POST,
+            "/api/auth/passkey/finish".to_owned(),
+            finish.clone(),
+        ),
     ] {
         let res = app
-            .send_bearer(method, path, &user.token, Some(&json!({})))
+            .send_bearer(method, &path, &user.token, Some(&body))
             .await;
         app.assert_problem(res, 404, "not_found").await;
     }
@@ -804,4 +837,27 @@ async fn malformed_passkey_requests_are_clear_problems(backend: Backend) {
     app.assert_problem(res, 400, "invalid_passkey").await;
     let res = register_finish(&app, &user.token, &flow, &junk, Some(&"y".repeat(65))).await;
     app.assert_problem(res, 400, "validation_failed").await;
+}
+
+async fn both_passkey_sign_in_routes_count_toward_the_per_ip_limit(backend: Backend) {
+    let app = spawn_app_with(
+        backend,
+        &[
+            ("AUTHVAULT_WEBAUTHN_RP_ID", RP_ID),
+            ("AUTHVAULT_IP_RATE_LIMIT_PER_MIN", "3"),
+        ],
+    )
+    .await;
+    let (flow, options) = signin_start(&app).await;
+    let (_, _) = signin_start(&app).await;
+    let mut stranger = SoftAuthenticator::new();
+    let user = app.signed_up_user().await;
+    // (Sign-up spent the third request of this client's minute.)
+    let (_, creation) = register_start(&app, &user.token).await;
+    stranger.register(&creation, &Answer::from(ORIGIN));
+    let assertion = stranger.assert(0, &options, &Answer::from(ORIGIN));
+    let res = signin_finish(&app, &flow, &assertion).await;
+    app.assert_problem(res, 429, "rate_limited").await;
+    let res = app.post_json("/api/auth/passkey/start", &json!({})).await;
+    app.assert_problem(res, 429, "rate_limited").await;
 }
